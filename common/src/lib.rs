@@ -1,0 +1,18 @@
+//! Longbow's shared vocabulary: the wire contract between clients, coordinators and shard
+//! nodes, the namespace model types, the JSON filter language and the error-to-status mapping.
+//!
+//! This crate depends on no other Longbow crate and must never contain shard or coordinator
+//! logic: it only says what travels on the wire and how to read it.
+
+pub mod columns;
+pub mod error;
+pub mod filter;
+pub mod ids;
+pub mod model;
+pub mod shard_api;
+pub mod vectors;
+
+pub use error::{ContractError, ErrorExt, StatusCode};
+pub use filter::Filter;
+pub use ids::{IdType, IdValue};
+pub use model::{IndexParams, Metric};

@@ -1,0 +1,141 @@
+//! Distance kernels: squared L2 and negated inner product over f32 slices.
+//!
+//! The best kernel set for this CPU (AVX-512F, AVX2+FMA, or portable scalar) is chosen **once**
+//! at start-up and handed out as a [`Distance`]: a plain function pointer that hot loops call
+//! directly, with no feature check per call. Cosine is served by normalising vectors once at
+//! write time and using the inner-product kernel.
+//!
+//! This module never allocates and never looks at anything but the two slices it is given.
+
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::prefetch;
+
+use std::sync::OnceLock;
+
+use longbow_common::Metric;
+
+/// Raw kernel signature. `unsafe` because SIMD kernels may only run on CPUs that have the
+/// instructions; [`Kernels`] is only ever built after that check.
+type KernelFn = unsafe fn(&[f32], &[f32]) -> f32;
+
+/// One set of kernels for one instruction set.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    l2sq: KernelFn,
+    neg_dot: KernelFn,
+    /// Instruction set name, for logs and metrics.
+    pub isa: &'static str,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels").field("isa", &self.isa).finish()
+    }
+}
+
+/// A distance function for one metric, ready to call in a hot loop. Smaller is nearer.
+#[derive(Clone, Copy)]
+pub struct Distance {
+    f: KernelFn,
+}
+
+impl Distance {
+    /// Distance between `a` and `b` (equal lengths expected; the shorter length is used).
+    #[inline(always)]
+    pub fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: a `Distance` is only built from a `Kernels` set whose instruction set was
+        // detected on this CPU (see `detect`), so calling its kernels is sound.
+        unsafe { (self.f)(a, b) }
+    }
+}
+
+impl Kernels {
+    /// The portable kernels (always available).
+    pub fn scalar() -> Self {
+        Kernels {
+            l2sq: scalar::l2sq,
+            neg_dot: scalar::neg_dot,
+            isa: "scalar",
+        }
+    }
+
+    /// Every kernel set this CPU can run, best first (used by tests to compare them).
+    pub fn available() -> Vec<Kernels> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Kernels {
+                    l2sq: x86::l2sq_avx512,
+                    neg_dot: x86::neg_dot_avx512,
+                    isa: "avx512f",
+                });
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                out.push(Kernels {
+                    l2sq: x86::l2sq_avx2,
+                    neg_dot: x86::neg_dot_avx2,
+                    isa: "avx2+fma",
+                });
+            }
+        }
+        out.push(Kernels::scalar());
+        out
+    }
+
+    /// The distance function for `metric`: squared L2 for `l2`, negated inner product for
+    /// `dot` and for `cosine` (whose vectors are normalised beforehand).
+    pub fn distance(&self, metric: Metric) -> Distance {
+        match metric {
+            Metric::L2 => Distance { f: self.l2sq },
+            Metric::Cosine | Metric::Dot => Distance { f: self.neg_dot },
+        }
+    }
+}
+
+/// The kernel set chosen for this process (detected on first use, then fixed).
+pub fn kernels() -> &'static Kernels {
+    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+    CHOSEN.get_or_init(detect)
+}
+
+fn detect() -> Kernels {
+    let forced = std::env::var("LONGBOW_SIMD").ok();
+    let all = Kernels::available();
+    let chosen = match forced.as_deref() {
+        Some(name) => all
+            .iter()
+            .find(|k| k.isa == name)
+            .copied()
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    requested = name,
+                    "LONGBOW_SIMD names no kernel set this CPU supports; using the best one"
+                );
+                all[0]
+            }),
+        None => all[0],
+    };
+    tracing::info!(isa = chosen.isa, "distance kernels selected");
+    chosen
+}
+
+/// Scale `v` to unit length in place. Returns false (leaving `v` unchanged) for a zero vector.
+pub fn normalize(v: &mut [f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return false;
+    }
+    let inv = 1.0 / norm;
+    v.iter_mut().for_each(|x| *x *= inv);
+    true
+}
+
+#[cfg(test)]
+mod tests;

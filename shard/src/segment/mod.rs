@@ -1,0 +1,183 @@
+//! A segment: up to `capacity` vectors in one arena plus the HNSW graph over them.
+//!
+//! Rows are appended and published by the replica's single writer; a background indexer
+//! links them into the graph afterwards. Rows in `indexed..len` (published but not yet
+//! linked) are searched exactly, so a row is findable from the moment it is published.
+//!
+//! A segment stores vectors and graph only. Ids, payload and tombstones belong to the replica,
+//! which tells a search which offsets are acceptable.
+
+mod arena;
+mod graph;
+mod region;
+mod visited;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use graph::Candidate;
+use longbow_common::{IndexParams, Metric};
+
+use crate::distance::{kernels, Distance};
+
+/// Vectors and HNSW graph of one segment. Shared (`Arc`) between the replica, searches and the
+/// indexer.
+pub struct SegmentIndex {
+    arena: arena::VectorArena,
+    graph: graph::Graph,
+    dist: Distance,
+    indexed: AtomicUsize,
+}
+
+impl SegmentIndex {
+    /// An empty segment for `capacity` vectors of `dim` floats. `seed` makes layer assignment
+    /// deterministic.
+    pub fn new(
+        dim: usize,
+        capacity: usize,
+        metric: Metric,
+        params: &IndexParams,
+        seed: u64,
+    ) -> std::io::Result<Self> {
+        Ok(SegmentIndex {
+            arena: arena::VectorArena::new(dim, capacity)?,
+            graph: graph::Graph::new(capacity, params.m, params.ef_construction, seed)?,
+            dist: kernels().distance(metric),
+            indexed: AtomicUsize::new(0),
+        })
+    }
+
+    /// Published rows.
+    pub fn len(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Whether no row is published.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows linked into the graph (a prefix: `0..indexed`).
+    pub fn indexed(&self) -> usize {
+        self.indexed.load(Ordering::Acquire)
+    }
+
+    /// Rows that still fit.
+    pub fn free(&self) -> usize {
+        self.arena.free()
+    }
+
+    /// Maximum rows.
+    pub fn capacity(&self) -> usize {
+        self.arena.capacity()
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.arena.dim()
+    }
+
+    /// The vector at `offset` (normalised for cosine segments).
+    pub fn vector(&self, offset: u32) -> &[f32] {
+        self.arena.row(offset)
+    }
+
+    /// Approximate resident bytes of vectors and graph.
+    pub fn memory_bytes(&self) -> usize {
+        self.arena.used_bytes() + self.graph.used_bytes(self.len())
+    }
+
+    /// Append and publish rows (row-major). Only the replica's writer calls this, and only with
+    /// `rows <= free()`. Returns the first offset.
+    pub fn append(&self, vectors: &[f32]) -> u32 {
+        self.arena.append(vectors)
+    }
+
+    /// Link every published but unlinked row, `chunk` rows at a time, in parallel on the
+    /// current rayon pool. Returns the number of rows linked. Only one thread may index a
+    /// segment at a time (the replica's indexer).
+    pub fn index_pending(&self, chunk: usize) -> usize {
+        use rayon::prelude::*;
+        let mut linked = 0;
+        loop {
+            let start = self.indexed();
+            let end = self.len().min(start.saturating_add(chunk.max(1)));
+            if start >= end {
+                return linked;
+            }
+            if start == 0 {
+                // The first node becomes the entry point; link it alone so the parallel
+                // inserts below all start from a real graph.
+                self.graph.insert(&self.arena, self.dist, 0);
+                (1..end as u32)
+                    .into_par_iter()
+                    .for_each(|n| self.graph.insert(&self.arena, self.dist, n));
+            } else {
+                (start as u32..end as u32)
+                    .into_par_iter()
+                    .for_each(|n| self.graph.insert(&self.arena, self.dist, n));
+            }
+            self.indexed.store(end, Ordering::Release);
+            linked += end - start;
+        }
+    }
+
+    /// The `k` nearest acceptable rows to `q`: graph search over linked rows plus an exact scan
+    /// of rows not linked yet. Nearest first.
+    pub fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Candidate> {
+        let indexed = self.indexed() as u32;
+        let len = self.len() as u32;
+        let linked_only = |n: u32| n < indexed && accept(n);
+        let mut found = self
+            .graph
+            .search(&self.arena, self.dist, q, k, ef, &linked_only);
+        if indexed < len {
+            let tail = self.exact(q, k, (indexed..len).filter(|&n| accept(n)));
+            found = merge_nearest(found, tail, k);
+        }
+        found
+    }
+
+    /// Exact `k` nearest among `offsets`. Nearest first.
+    pub fn exact(&self, q: &[f32], k: usize, offsets: impl Iterator<Item = u32>) -> Vec<Candidate> {
+        let mut top: std::collections::BinaryHeap<Candidate> =
+            std::collections::BinaryHeap::with_capacity(k + 1);
+        for n in offsets {
+            let d = self.dist.eval(q, self.arena.row(n));
+            if top.len() < k {
+                top.push(Candidate { dist: d, node: n });
+            } else if top.peek().is_some_and(|w| d < w.dist) {
+                top.pop();
+                top.push(Candidate { dist: d, node: n });
+            }
+        }
+        top.into_sorted_vec()
+    }
+
+    /// Rows on layer 0 reachable from the entry point (a graph health check).
+    pub fn reachable(&self) -> usize {
+        self.graph.reachable(self.indexed())
+    }
+
+    /// The distance function of this segment.
+    pub fn distance(&self) -> Distance {
+        self.dist
+    }
+}
+
+/// Merge two nearest-first lists, keeping the `k` nearest.
+pub fn merge_nearest(a: Vec<Candidate>, b: Vec<Candidate>, k: usize) -> Vec<Candidate> {
+    let mut all = a;
+    all.extend(b);
+    all.sort_unstable();
+    all.truncate(k);
+    all
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+use super::*;
+use crate::synth;
+
+fn build(data: &[f32], dim: usize, metric: Metric, params: &IndexParams) -> SegmentIndex {
+    let n = data.len() / dim;
+    let seg = SegmentIndex::new(dim, n + 16, metric, params, 7).expect("segment");
+    seg.append(data);
+    seg.index_pending(usize::MAX);
+    seg
+}
+
+#[test]
+fn recall_at_10_is_at_least_095_on_20k_clustered_vectors() {
+    // M = 16, ef_construction = 200, ef = 64 (the namespace defaults).
+    let (n, dim, nq) = (20_000, 64, 200);
+    let all = synth::clustered(n + nq, dim, 50, 1);
+    let (data, queries) = all.split_at(n * dim);
+    let params = IndexParams::default();
+    let seg = build(data, dim, Metric::L2, &params);
+    assert_eq!(seg.indexed(), n);
+    let truth = synth::ground_truth(data, queries, dim, 10, false);
+    let found: Vec<Vec<u32>> = queries
+        .chunks(dim)
+        .map(|q| {
+            seg.search(q, 10, 64, &|_| true)
+                .iter()
+                .map(|c| c.node)
+                .collect()
+        })
+        .collect();
+    let r = synth::recall(&found, &truth);
+    assert!(r >= 0.95, "recall@10 = {r}");
+}
+
+#[test]
+fn every_node_is_reachable_from_the_entry_point() {
+    let dim = 32;
+    let data = synth::clustered(5_000, dim, 20, 3);
+    let seg = build(
+        &data,
+        dim,
+        Metric::L2,
+        &IndexParams {
+            m: 8,
+            ef_construction: 100,
+            ef_search: 32,
+        },
+    );
+    let reachable = seg.reachable();
+    assert!(reachable >= 4_990, "only {reachable} of 5000 reachable");
+}
+
+#[test]
+fn unlinked_rows_are_found_by_exact_scan() {
+    let dim = 16;
+    let data = synth::clustered(1_000, dim, 5, 4);
+    let seg =
+        SegmentIndex::new(dim, 2_000, Metric::L2, &IndexParams::default(), 1).expect("segment");
+    seg.append(&data[..500 * dim]);
+    seg.index_pending(usize::MAX);
+    seg.append(&data[500 * dim..]);
+    assert_eq!((seg.indexed(), seg.len()), (500, 1000));
+    // A query equal to an unlinked row must find it first.
+    let hit = seg.search(&data[700 * dim..701 * dim], 1, 32, &|_| true);
+    assert_eq!(hit[0].node, 700);
+    assert_eq!(hit[0].dist, 0.0);
+}
+
+#[test]
+fn rejected_nodes_are_never_returned_but_still_traversed() {
+    let dim = 16;
+    let data = synth::clustered(3_000, dim, 10, 5);
+    let seg = build(&data, dim, Metric::L2, &IndexParams::default());
+    let even = |n: u32| n % 2 == 0;
+    let q = &data[11 * dim..12 * dim];
+    let got = seg.search(q, 10, 64, &even);
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|c| c.node % 2 == 0));
+    let exact = seg.exact(q, 10, (0..3_000u32).filter(|n| n % 2 == 0));
+    let overlap = got
+        .iter()
+        .filter(|c| exact.iter().any(|e| e.node == c.node))
+        .count();
+    assert!(overlap >= 9, "filtered overlap {overlap}/10");
+}
+
+#[test]
+fn dot_metric_ranks_by_inner_product() {
+    let dim = 8;
+    let data: Vec<f32> = (0..100).flat_map(|i| vec![i as f32 / 100.0; dim]).collect();
+    let seg = build(&data, dim, Metric::Dot, &IndexParams::default());
+    let got = seg.search(&[1.0; 8], 3, 32, &|_| true);
+    let nodes: Vec<u32> = got.iter().map(|c| c.node).collect();
+    assert_eq!(nodes, vec![99, 98, 97]);
+}
