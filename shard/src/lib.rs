@@ -6,6 +6,16 @@
 //! [`node`] (the set of replicas in a data directory) → [`service`] (the Flight API).
 //! Each layer only calls the one below it.
 
+pub mod bitset;
 pub mod distance;
+pub mod error;
+pub mod node;
+pub mod payload;
+pub mod replica;
 pub mod segment;
+pub mod service;
 pub mod synth;
+pub mod wal;
+
+pub use error::ShardError;
+pub use node::{NodeConfig, ShardNode};

@@ -1,0 +1,66 @@
+//! The shard layer's error type. Every variant maps to one wire status and says whether a
+//! retry can help (through [`ErrorExt`]).
+
+use longbow_common::shard_api::ReplicaKey;
+use longbow_common::{ContractError, ErrorExt, StatusCode};
+
+use crate::wal::WalError;
+
+/// Errors of the shard node.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The request broke the wire contract (bad field, dimension, type, ...).
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// No such replica on this node.
+    #[error("replica {0} not found on this shard node")]
+    ReplicaNotFound(ReplicaKey),
+    /// The replica exists already.
+    #[error("replica {0} already exists on this shard node")]
+    ReplicaExists(ReplicaKey),
+    /// The replica cannot take writes (its WAL failed, or it is shutting down).
+    #[error("replica {key} is unavailable: {reason}")]
+    Unavailable {
+        /// Which replica.
+        key: ReplicaKey,
+        /// Why.
+        reason: String,
+    },
+    /// The WAL could not be read or written.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A local file operation failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// File or directory concerned.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Arrow failed on data that was already validated: a bug.
+    #[error("internal Arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+impl ErrorExt for ShardError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ShardError::Contract(_) => StatusCode::InvalidArgument,
+            ShardError::ReplicaNotFound(_) => StatusCode::NotFound,
+            ShardError::ReplicaExists(_) => StatusCode::AlreadyExists,
+            ShardError::Unavailable { .. } => StatusCode::Unavailable,
+            ShardError::Wal(_) | ShardError::Io { .. } | ShardError::Arrow(_) => {
+                StatusCode::Internal
+            }
+        }
+    }
+}
+
+impl From<ShardError> for tonic::Status {
+    fn from(e: ShardError) -> Self {
+        e.to_status()
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = ShardError> = std::result::Result<T, E>;

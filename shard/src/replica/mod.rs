@@ -1,0 +1,406 @@
+//! A replica: one shard of one namespace on this node — segments, ids, payload and
+//! tombstones in memory, made durable by its WAL.
+//!
+//! Writes go through the committer thread (group commit, then apply); an indexer thread links
+//! new rows into the graph in the background; reads take the state's read lock. A replica
+//! never talks to other nodes: replication is layered above it.
+
+pub mod commit;
+pub mod indexer;
+pub mod mutation;
+pub mod query;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use longbow_common::ids::ids_from_array;
+use longbow_common::shard_api::{
+    decode_schema, encode_schema, ReplicaInfo, ReplicaKey, ReplicaStats,
+};
+use longbow_common::vectors::{vectors_from_array, Vectors};
+use longbow_common::{columns, ContractError, Filter, IdValue, Metric};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use self::commit::{CommitOp, CommitRequest, Committer};
+use self::mutation::{Mutation, UpsertRows};
+pub use self::query::SearchParams;
+use self::state::ReplicaState;
+use crate::distance::normalize;
+use crate::error::{Result, ShardError};
+use crate::payload::PayloadSchema;
+use crate::wal::{LogBackend, Wal};
+
+/// Tunables shared by every replica of a node.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    /// Rows per in-memory segment before a new one starts.
+    pub segment_capacity: usize,
+    /// Bytes per WAL file before rotating.
+    pub wal_segment_bytes: u64,
+    /// Write requests queued per replica before callers wait (back-pressure).
+    pub commit_queue: usize,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings {
+            segment_capacity: 1 << 20,
+            wal_segment_bytes: 64 << 20,
+            commit_queue: 1024,
+        }
+    }
+}
+
+const META_FILE: &str = "replica.json";
+const WAL_DIR: &str = "wal";
+
+#[derive(Serialize, Deserialize)]
+struct ReplicaMeta {
+    info: ReplicaInfo,
+    #[serde(default)]
+    payload_schema: Option<String>,
+}
+
+/// One hosted replica.
+pub struct Replica {
+    key: ReplicaKey,
+    info: ReplicaInfo,
+    dir: PathBuf,
+    state: Arc<RwLock<ReplicaState>>,
+    commits: Mutex<Option<mpsc::Sender<CommitRequest>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    failed: Arc<Mutex<Option<String>>>,
+    wal_bytes: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
+    move |source| ShardError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn seed_of(key: &ReplicaKey) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.namespace.bytes().chain(key.shard.to_le_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+impl Replica {
+    /// Create a new replica in `dir` (which must not exist) and start it.
+    pub fn create(
+        dir: &Path,
+        info: ReplicaInfo,
+        payload: PayloadSchema,
+        settings: &ReplicaSettings,
+        backend: Arc<dyn LogBackend>,
+    ) -> Result<Replica> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = parent.join(format!(".creating-{}", info.shard));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let schema = if payload.fields().is_empty() {
+            None
+        } else {
+            Some(encode_schema(&payload.to_arrow())?)
+        };
+        let meta = ReplicaMeta {
+            info: info.clone(),
+            payload_schema: schema,
+        };
+        let meta_path = tmp.join(META_FILE);
+        let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| ShardError::Io {
+            path: meta_path.clone(),
+            source: e.into(),
+        })?;
+        std::fs::write(&meta_path, bytes).map_err(io_err(&meta_path))?;
+        std::fs::File::open(&meta_path)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&meta_path))?;
+        crate::wal::io::sync_dir(&tmp).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+        crate::wal::io::sync_dir(parent).map_err(io_err(parent))?;
+        Replica::open(dir, settings, backend)
+    }
+
+    /// Open an existing replica: read its metadata, replay its WAL, start its threads.
+    pub fn open(
+        dir: &Path,
+        settings: &ReplicaSettings,
+        backend: Arc<dyn LogBackend>,
+    ) -> Result<Replica> {
+        let meta_path = dir.join(META_FILE);
+        let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let meta: ReplicaMeta = serde_json::from_slice(&bytes).map_err(|e| ShardError::Io {
+            path: meta_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let info = meta.info;
+        let key = ReplicaKey {
+            namespace: info.namespace.clone(),
+            shard: info.shard,
+        };
+        let schema = match &meta.payload_schema {
+            Some(s) => PayloadSchema::from_schema(&decode_schema(s)?)?,
+            None => PayloadSchema::default(),
+        };
+        let (wal, entries) = Wal::open(&dir.join(WAL_DIR), backend, settings.wal_segment_bytes)?;
+        let mut state = ReplicaState::new(
+            info.clone(),
+            schema,
+            settings.segment_capacity,
+            seed_of(&key),
+        );
+        let replayed = entries.len();
+        for e in entries {
+            let m = Mutation::decode(e.kind, &e.body, info.id_type, info.dim)?;
+            state.apply(e.lsn, &m)?;
+        }
+        if replayed > 0 {
+            tracing::info!(replica = %key, entries = replayed, lsn = state.applied_lsn, "replayed WAL");
+        }
+        let committer_schema = state.schema.clone();
+        let state = Arc::new(RwLock::new(state));
+        let (index_tx, index_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel(settings.commit_queue.max(1));
+        let failed = Arc::new(Mutex::new(None));
+        let wal_bytes = Arc::new(AtomicU64::new(wal.disk_bytes()));
+        let syncs = wal.sync_counter();
+        let committer = Committer {
+            key: key.clone(),
+            wal,
+            state: state.clone(),
+            schema: committer_schema,
+            index_signal: index_tx.clone(),
+            failed: failed.clone(),
+            wal_bytes: wal_bytes.clone(),
+        };
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(io_err(dir))
+        };
+        let indexer_state = state.clone();
+        let threads = vec![
+            spawn(
+                format!("commit-{}", key.shard),
+                Box::new(move || committer.run(rx)),
+            )?,
+            spawn(
+                format!("index-{}", key.shard),
+                Box::new(move || indexer::run(indexer_state, index_rx)),
+            )?,
+        ];
+        // Link whatever replay loaded.
+        let _ = index_tx.send(());
+        drop(index_tx);
+        Ok(Replica {
+            key,
+            info,
+            dir: dir.to_path_buf(),
+            state,
+            commits: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+            failed,
+            wal_bytes,
+            syncs,
+        })
+    }
+
+    /// Which replica this is.
+    pub fn key(&self) -> &ReplicaKey {
+        &self.key
+    }
+
+    /// What this replica is.
+    pub fn info(&self) -> &ReplicaInfo {
+        &self.info
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of WAL syncs so far (group commits).
+    pub fn wal_syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, op: CommitOp) -> Result<(u64, u64)> {
+        let unavailable = |reason: &str| ShardError::Unavailable {
+            key: self.key.clone(),
+            reason: reason.into(),
+        };
+        if let Some(reason) = self.failed.lock().clone() {
+            return Err(unavailable(&reason));
+        }
+        let tx = self
+            .commits
+            .lock()
+            .clone()
+            .ok_or_else(|| unavailable("shutting down"))?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(CommitRequest { op, reply })
+            .await
+            .map_err(|_| unavailable("shutting down"))?;
+        rx.await.map_err(|_| unavailable("writer stopped"))?
+    }
+
+    /// Validate a batch of `id`, `vector` and payload columns into rows to upsert.
+    pub fn validate_rows(&self, batch: &RecordBatch) -> Result<UpsertRows> {
+        let id_col = batch
+            .column_by_name(columns::ID)
+            .ok_or_else(|| ContractError::invalid("id", "column is missing"))?;
+        let ids = ids_from_array(id_col.as_ref(), self.info.id_type)?;
+        let vcol = batch
+            .column_by_name(columns::VECTOR)
+            .ok_or_else(|| ContractError::invalid("vector", "column is missing"))?;
+        let mut vectors = vectors_from_array(vcol.as_ref(), Some(self.info.dim))?;
+        self.prepare_vectors(&mut vectors, "vector")?;
+        let keep: Vec<usize> = batch
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() != columns::ID && f.name() != columns::VECTOR)
+            .map(|(i, _)| i)
+            .collect();
+        let payload = batch.project(&keep)?;
+        Ok(UpsertRows {
+            ids,
+            vectors: vectors.data,
+            payload,
+        })
+    }
+
+    /// Normalise vectors for cosine (rejecting zero vectors); a no-op for other metrics.
+    pub fn prepare_vectors(&self, v: &mut Vectors, field: &str) -> Result<()> {
+        if self.info.metric == Metric::Cosine {
+            let dim = v.dim;
+            for (i, row) in v.data.chunks_mut(dim).enumerate() {
+                if !normalize(row) {
+                    return Err(ContractError::invalid(
+                        format!("{field}[{i}]"),
+                        "has zero length; cosine needs a non-zero vector",
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Insert or replace the rows of `batch`. Returns `(lsn, rows)` once they are durable
+    /// (and visible to searches).
+    pub async fn upsert(&self, batch: &RecordBatch) -> Result<(u64, u64)> {
+        let rows = self.validate_rows(batch)?;
+        if rows.ids.is_empty() {
+            return Ok((self.state.read().applied_lsn, 0));
+        }
+        self.submit(CommitOp::Upsert(rows)).await
+    }
+
+    /// Delete rows by ids and/or filter. Returns `(lsn, rows deleted)` once durable.
+    pub async fn delete(&self, ids: Vec<IdValue>, filter: Option<Filter>) -> Result<(u64, u64)> {
+        self.submit(CommitOp::Delete { ids, filter }).await
+    }
+
+    /// Search. Query vectors are checked against the dimension and normalised for cosine.
+    /// `query_id_base` is added to each query's row number.
+    pub fn search(
+        &self,
+        mut queries: Vectors,
+        params: &SearchParams,
+        query_id_base: u32,
+    ) -> Result<RecordBatch> {
+        if queries.rows() > 0 && queries.dim != self.info.dim {
+            return Err(ContractError::invalid(
+                "vector",
+                format!("has dimension {}, expected {}", queries.dim, self.info.dim),
+            )
+            .into());
+        }
+        queries.dim = self.info.dim;
+        self.prepare_vectors(&mut queries, "vector")?;
+        query::search(&self.state.read(), &queries, params, query_id_base)
+    }
+
+    /// Records by id.
+    pub fn get(
+        &self,
+        ids: &[IdValue],
+        columns: Option<&[String]>,
+        include_vectors: bool,
+    ) -> Result<RecordBatch> {
+        query::get(&self.state.read(), ids, columns, include_vectors)
+    }
+
+    /// Records matching a filter.
+    pub fn scan(
+        &self,
+        filter: Option<&Filter>,
+        columns: Option<&[String]>,
+        include_vectors: bool,
+        limit: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        query::scan(
+            &self.state.read(),
+            filter,
+            columns,
+            include_vectors,
+            limit,
+            8192,
+        )
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> ReplicaStats {
+        let st = self.state.read();
+        ReplicaStats {
+            info: self.info.clone(),
+            count: st.ids.len() as u64,
+            deleted: st.deleted,
+            lsn: st.applied_lsn,
+            indexing_lag: st.indexing_lag(),
+            segments: st.segments.len() as u64,
+            memory_bytes: st.memory_bytes(),
+            disk_bytes: self.wal_bytes.load(Ordering::Relaxed),
+            payload_columns: st
+                .schema
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect(),
+        }
+    }
+
+    /// Stop the threads after the queued writes are committed. Idempotent.
+    pub fn shutdown(&self) {
+        self.commits.lock().take();
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!(replica = %self.key, "a replica thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,93 @@
+//! DoAction handlers: replica lifecycle, stats and deletes. JSON in, JSON out.
+
+use arrow_flight::Action;
+use longbow_common::shard_api::{
+    parse_json, CreateReplicaRequest, DeleteRequest, DeleteResponse, ReplicaKey, ACTIONS,
+    ACTION_CREATE_REPLICA, ACTION_DELETE_ROWS, ACTION_DROP_REPLICA, ACTION_LIST_REPLICAS,
+    ACTION_REPLICA_STATS,
+};
+use longbow_common::{ErrorExt, Filter, IdValue};
+use tonic::Status;
+
+use super::ShardService;
+use crate::error::ShardError;
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(v).map_err(|e| Status::internal(format!("encoding reply: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ShardError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("task failed: {e}")))?
+        .map_err(|e| e.to_status())
+}
+
+/// Run one action and return its JSON reply.
+pub(super) async fn handle(svc: &ShardService, action: Action) -> Result<Vec<u8>, Status> {
+    let body = action.body.as_ref();
+    match action.r#type.as_str() {
+        ACTION_CREATE_REPLICA => {
+            let req: CreateReplicaRequest =
+                parse_json("CreateReplica body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            let replica = blocking(move || node.create_replica(req)).await?;
+            to_json(replica.info())
+        }
+        ACTION_DROP_REPLICA => {
+            let key: ReplicaKey =
+                parse_json("DropReplica body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            blocking(move || node.drop_replica(&key)).await?;
+            to_json(&serde_json::json!({"dropped": true}))
+        }
+        ACTION_REPLICA_STATS => {
+            let key: ReplicaKey =
+                parse_json("ReplicaStats body", body).map_err(|e| e.to_status())?;
+            to_json(&svc.replica(&key.namespace, key.shard)?.stats())
+        }
+        ACTION_LIST_REPLICAS => {
+            let infos: Vec<_> = svc
+                .node
+                .replicas()
+                .iter()
+                .map(|r| r.info().clone())
+                .collect();
+            to_json(&infos)
+        }
+        ACTION_DELETE_ROWS => {
+            let req: DeleteRequest =
+                parse_json("DeleteRows body", body).map_err(|e| e.to_status())?;
+            let replica = svc.replica(&req.namespace, req.shard)?;
+            let id_type = replica.info().id_type;
+            let ids = req
+                .ids
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| IdValue::from_json(&format!("ids[{i}]"), v, id_type))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_status())?;
+            let filter = match &req.filter {
+                Some(f) => Some(Filter::parse("filter", f).map_err(|e| e.to_status())?),
+                None => None,
+            };
+            if ids.is_empty() && filter.is_none() {
+                return Err(Status::invalid_argument(
+                    "invalid DeleteRows body: give ids or filter",
+                ));
+            }
+            let (lsn, deleted) = replica.delete(ids, filter).await?;
+            to_json(&DeleteResponse { deleted, lsn })
+        }
+        other => {
+            let known: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
+            Err(Status::unimplemented(format!(
+                "unknown action '{other}'; this shard node knows {}",
+                known.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Streaming calls: DoPut (writes, acknowledged per batch once durable), DoExchange (batched
+//! search) and DoGet (get by ids, scan).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightData, PutResult, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use longbow_common::model::{validate_ef, validate_k};
+use longbow_common::shard_api::{parse_json, SearchCommand, ShardTicket, WriteAck, WriteCommand};
+use longbow_common::vectors::vectors_from_array;
+use longbow_common::{columns, ContractError, ErrorExt, Filter, IdValue};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Response, Status, Streaming};
+
+use super::{BoxStream, ShardService, MAX_MESSAGE_BYTES};
+use crate::replica::{Replica, SearchParams};
+
+/// Write batches a single DoPut keeps in flight (pipelining them into group commits).
+const PUT_PIPELINE: usize = 8;
+
+fn bad(e: ContractError) -> Status {
+    e.to_status()
+}
+
+/// Read the first message (carrying the descriptor) and decode the rest as record batches.
+async fn open_stream(
+    mut stream: Streaming<FlightData>,
+    what: &str,
+) -> Result<(Vec<u8>, FlightRecordBatchStream), Status> {
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument(format!("{what}: the stream is empty")))?;
+    let cmd = first
+        .flight_descriptor
+        .as_ref()
+        .map(|d| d.cmd.to_vec())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "invalid flight_descriptor: {what} needs a CMD descriptor on its first message"
+            ))
+        })?;
+    let rest = stream.map_err(|s| FlightError::Tonic(Box::new(s)));
+    let all = futures::stream::once(async move { Ok(first) }).chain(rest);
+    Ok((cmd, FlightRecordBatchStream::new_from_flight_data(all)))
+}
+
+fn decode_error(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::invalid_argument(format!("invalid Arrow data: {other}")),
+    }
+}
+
+fn encode(
+    batches: impl futures::Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+    schema: Option<arrow_schema::SchemaRef>,
+) -> BoxStream<FlightData> {
+    let mut builder =
+        FlightDataEncoderBuilder::new().with_max_flight_data_size(MAX_MESSAGE_BYTES / 2);
+    if let Some(s) = schema {
+        builder = builder.with_schema(s);
+    }
+    builder.build(batches).map_err(Status::from).boxed()
+}
+
+pub(super) async fn do_put(
+    svc: &ShardService,
+    stream: Streaming<FlightData>,
+) -> Result<Response<BoxStream<PutResult>>, Status> {
+    let (cmd, mut batches) = open_stream(stream, "DoPut").await?;
+    let cmd: WriteCommand = parse_json("DoPut descriptor", &cmd).map_err(bad)?;
+    if cmd.op != "write" {
+        return Err(Status::invalid_argument(format!(
+            "invalid op: expected \"write\", got \"{}\"",
+            cmd.op
+        )));
+    }
+    let replica = svc.replica(&cmd.namespace, cmd.shard)?;
+    let (tx, rx) = mpsc::channel::<Result<PutResult, Status>>(PUT_PIPELINE * 2);
+    tokio::spawn(async move {
+        let mut inflight: VecDeque<tokio::task::JoinHandle<_>> = VecDeque::new();
+        let mut input_done = false;
+        let ack = |r: Result<Result<(u64, u64), crate::ShardError>, tokio::task::JoinError>| -> Result<PutResult, Status> {
+            let (lsn, rows) = r.map_err(|e| Status::internal(e.to_string()))??;
+            let body = serde_json::to_vec(&WriteAck { rows, lsn }).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(PutResult { app_metadata: body.into() })
+        };
+        loop {
+            tokio::select! {
+                biased;
+                done = async { inflight.front_mut().expect("guarded by the branch condition").await }, if !inflight.is_empty() => {
+                    inflight.pop_front();
+                    let res = ack(done);
+                    let failed = res.is_err();
+                    if tx.send(res).await.is_err() || failed {
+                        return;
+                    }
+                }
+                item = batches.next(), if !input_done && inflight.len() < PUT_PIPELINE => match item {
+                    Some(Ok(batch)) => {
+                        let r: Arc<Replica> = replica.clone();
+                        inflight.push_back(tokio::spawn(async move { r.upsert(&batch).await }));
+                    }
+                    Some(Err(e)) => {
+                        // Acknowledge what was already accepted, then report the bad input.
+                        while let Some(h) = inflight.pop_front() {
+                            if tx.send(ack(h.await)).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = tx.send(Err(decode_error(e))).await;
+                        return;
+                    }
+                    None => input_done = true,
+                },
+                else => return,
+            }
+        }
+    });
+    Ok(Response::new(ReceiverStream::new(rx).boxed()))
+}
+
+pub(super) async fn do_exchange(
+    svc: &ShardService,
+    stream: Streaming<FlightData>,
+) -> Result<Response<BoxStream<FlightData>>, Status> {
+    let (cmd, mut batches) = open_stream(stream, "DoExchange").await?;
+    let cmd: SearchCommand = parse_json("DoExchange descriptor", &cmd).map_err(bad)?;
+    if cmd.op != "search" {
+        return Err(Status::invalid_argument(format!(
+            "invalid op: expected \"search\", got \"{}\"",
+            cmd.op
+        )));
+    }
+    let replica = svc.replica(&cmd.namespace, cmd.shard)?;
+    validate_k(cmd.k).map_err(bad)?;
+    let ef = cmd.ef.unwrap_or(replica.info().index.ef_search);
+    validate_ef(ef).map_err(bad)?;
+    let filter = match &cmd.filter {
+        Some(f) => Some(Filter::parse("filter", f).map_err(bad)?),
+        None => None,
+    };
+    let params = Arc::new(SearchParams {
+        k: cmd.k,
+        ef,
+        filter,
+        columns: cmd.columns,
+        include_vectors: cmd.include_vectors,
+    });
+    let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
+    tokio::spawn(async move {
+        let mut base: u32 = 0;
+        while let Some(item) = batches.next().await {
+            let batch = match item {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(FlightError::Tonic(Box::new(decode_error(e)))))
+                        .await;
+                    return;
+                }
+            };
+            let (r, p) = (replica.clone(), params.clone());
+            let rows = batch.num_rows() as u32;
+            let result = tokio::task::spawn_blocking(move || {
+                let col = batch.column_by_name(columns::VECTOR).ok_or_else(|| {
+                    ContractError::invalid("vector", "column is missing from the query batch")
+                })?;
+                let queries = vectors_from_array(col.as_ref(), None)?;
+                r.search(queries, &p, base)
+            })
+            .await;
+            let out = match result {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err(FlightError::Tonic(Box::new(e.to_status()))),
+                Err(e) => Err(FlightError::Tonic(Box::new(Status::internal(
+                    e.to_string(),
+                )))),
+            };
+            let stop = out.is_err();
+            if tx.send(out).await.is_err() || stop {
+                return;
+            }
+            base = base.saturating_add(rows);
+        }
+    });
+    Ok(Response::new(encode(ReceiverStream::new(rx), None)))
+}
+
+pub(super) async fn do_get(
+    svc: &ShardService,
+    ticket: Ticket,
+) -> Result<Response<BoxStream<FlightData>>, Status> {
+    let ticket: ShardTicket = parse_json("ticket", &ticket.ticket).map_err(bad)?;
+    let batches = match ticket {
+        ShardTicket::Get(g) => {
+            let replica = svc.replica(&g.namespace, g.shard)?;
+            let id_type = replica.info().id_type;
+            let ids = g
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, v)| IdValue::from_json(&format!("ids[{i}]"), v, id_type))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            vec![replica.get(&ids, g.columns.as_deref(), g.include_vectors)?]
+        }
+        ShardTicket::Scan(s) => {
+            let replica = svc.replica(&s.namespace, s.shard)?;
+            let filter = match &s.filter {
+                Some(f) => Some(Filter::parse("filter", f).map_err(bad)?),
+                None => None,
+            };
+            let limit = s.limit.unwrap_or(usize::MAX);
+            tokio::task::spawn_blocking(move || {
+                replica.scan(
+                    filter.as_ref(),
+                    s.columns.as_deref(),
+                    s.include_vectors,
+                    limit,
+                )
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??
+        }
+    };
+    let schema = batches.first().map(|b| b.schema());
+    Ok(Response::new(encode(
+        futures::stream::iter(batches.into_iter().map(Ok)),
+        schema,
+    )))
+}
