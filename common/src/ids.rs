@@ -10,13 +10,20 @@ use crate::ContractError;
 
 /// The id type of a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum IdType {
     /// Unsigned 64-bit integer ids (Arrow `UInt64`).
     #[default]
     Uint64,
     /// UTF-8 string ids (Arrow `Utf8`).
     String,
+}
+
+impl TryFrom<String> for IdType {
+    type Error = ContractError;
+    fn try_from(s: String) -> Result<Self, ContractError> {
+        IdType::parse("id_type", &s)
+    }
 }
 
 impl IdType {

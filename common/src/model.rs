@@ -6,7 +6,7 @@ use crate::ContractError;
 
 /// How distance between two vectors is measured. Smaller distance is always nearer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Metric {
     /// Euclidean distance (reported as the true distance, ranked by its square).
     #[default]
@@ -15,6 +15,13 @@ pub enum Metric {
     Cosine,
     /// `-dot(a, b)`.
     Dot,
+}
+
+impl TryFrom<String> for Metric {
+    type Error = ContractError;
+    fn try_from(s: String) -> Result<Self, ContractError> {
+        Metric::parse("metric", &s)
+    }
 }
 
 impl Metric {

@@ -66,6 +66,22 @@ struct ReplicaMeta {
     payload_schema: Option<String>,
 }
 
+/// A queued change; [`Pending::wait`] resolves to `(lsn, rows)` once it is durable.
+pub struct Pending {
+    rx: oneshot::Receiver<Result<(u64, u64)>>,
+    key: ReplicaKey,
+}
+
+impl Pending {
+    /// Wait until the change is durable and applied.
+    pub async fn wait(self) -> Result<(u64, u64)> {
+        self.rx.await.map_err(|_| ShardError::Unavailable {
+            key: self.key,
+            reason: "writer stopped".into(),
+        })?
+    }
+}
+
 /// One hosted replica.
 pub struct Replica {
     key: ReplicaKey,
@@ -239,24 +255,43 @@ impl Replica {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    async fn submit(&self, op: CommitOp) -> Result<(u64, u64)> {
-        let unavailable = |reason: &str| ShardError::Unavailable {
+    fn unavailable(&self, reason: &str) -> ShardError {
+        ShardError::Unavailable {
             key: self.key.clone(),
             reason: reason.into(),
-        };
+        }
+    }
+
+    /// Queue a change for the committer. Changes queued by one caller are logged and applied
+    /// in the order they were queued; the returned [`Pending`] resolves once durable.
+    async fn enqueue(&self, op: CommitOp) -> Result<Pending> {
         if let Some(reason) = self.failed.lock().clone() {
-            return Err(unavailable(&reason));
+            return Err(self.unavailable(&reason));
         }
         let tx = self
             .commits
             .lock()
             .clone()
-            .ok_or_else(|| unavailable("shutting down"))?;
+            .ok_or_else(|| self.unavailable("shutting down"))?;
         let (reply, rx) = oneshot::channel();
         tx.send(CommitRequest { op, reply })
             .await
-            .map_err(|_| unavailable("shutting down"))?;
-        rx.await.map_err(|_| unavailable("writer stopped"))?
+            .map_err(|_| self.unavailable("shutting down"))?;
+        Ok(Pending {
+            rx,
+            key: self.key.clone(),
+        })
+    }
+
+    async fn submit(&self, op: CommitOp) -> Result<(u64, u64)> {
+        self.enqueue(op).await?.wait().await
+    }
+
+    /// Validate and queue rows for upsert without waiting for durability, so one stream can
+    /// keep several batches in flight while their order is kept.
+    pub async fn enqueue_upsert(&self, batch: &RecordBatch) -> Result<Pending> {
+        let rows = self.validate_rows(batch)?;
+        self.enqueue(CommitOp::Upsert(rows)).await
     }
 
     /// Validate a batch of `id`, `vector` and payload columns into rows to upsert.

@@ -136,7 +136,7 @@ pub fn search(
                 };
                 best.extend(found.into_iter().map(|c| (si, c)));
             }
-            best.sort_by(|a, b| a.1.cmp(&b.1));
+            best.sort_by_key(|a| a.1);
             best.truncate(p.k);
             best
         })

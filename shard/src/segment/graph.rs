@@ -206,12 +206,12 @@ impl Graph {
         mut cur: Candidate,
         from: usize,
         stop: usize,
-        buf: &mut Vec<u32>,
     ) -> Candidate {
+        let mut buf = Vec::with_capacity(self.m0);
         for level in (stop + 1..=from).rev() {
             loop {
                 let mut changed = false;
-                self.neighbours(cur.node, level, buf);
+                self.neighbours(cur.node, level, &mut buf);
                 for &n in buf.iter() {
                     let d = dist.eval(q, arena.row(n));
                     if d < cur.dist {
@@ -379,12 +379,11 @@ impl Graph {
             }
         };
         let (ep, top_level) = entry;
-        let mut buf = Vec::with_capacity(self.m0);
         let start = Candidate {
             dist: dist.eval(q, arena.row(ep)),
             node: ep,
         };
-        let cur = self.descend(arena, dist, q, start, top_level, level, &mut buf);
+        let cur = self.descend(arena, dist, q, start, top_level, level);
         let mut entries = vec![cur];
         let mut visited = self.visited.get();
         let not_self = |n: u32| n != node;
@@ -434,12 +433,11 @@ impl Graph {
         let Some((ep, top_level)) = self.entry() else {
             return Vec::new();
         };
-        let mut buf = Vec::with_capacity(self.m0);
         let start = Candidate {
             dist: dist.eval(q, arena.row(ep)),
             node: ep,
         };
-        let cur = self.descend(arena, dist, q, start, top_level, 0, &mut buf);
+        let cur = self.descend(arena, dist, q, start, top_level, 0);
         let mut visited = self.visited.get();
         let mut found =
             self.search_layer(arena, dist, q, &[cur], ef.max(k), 0, &mut visited, accept);

@@ -71,12 +71,12 @@ fn rejected_nodes_are_never_returned_but_still_traversed() {
     let dim = 16;
     let data = synth::clustered(3_000, dim, 10, 5);
     let seg = build(&data, dim, Metric::L2, &IndexParams::default());
-    let even = |n: u32| n % 2 == 0;
+    let even = |n: u32| n.is_multiple_of(2);
     let q = &data[11 * dim..12 * dim];
     let got = seg.search(q, 10, 64, &even);
     assert_eq!(got.len(), 10);
-    assert!(got.iter().all(|c| c.node % 2 == 0));
-    let exact = seg.exact(q, 10, (0..3_000u32).filter(|n| n % 2 == 0));
+    assert!(got.iter().all(|c| c.node.is_multiple_of(2)));
+    let exact = seg.exact(q, 10, (0..3_000u32).filter(|n| n.is_multiple_of(2)));
     let overlap = got
         .iter()
         .filter(|c| exact.iter().any(|e| e.node == c.node))

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming};
 
 use super::{BoxStream, ShardService, MAX_MESSAGE_BYTES};
-use crate::replica::{Replica, SearchParams};
+use crate::replica::SearchParams;
 
 /// Write batches a single DoPut keeps in flight (pipelining them into group commits).
 const PUT_PIPELINE: usize = 8;
@@ -104,10 +104,19 @@ pub(super) async fn do_put(
                     }
                 }
                 item = batches.next(), if !input_done && inflight.len() < PUT_PIPELINE => match item {
-                    Some(Ok(batch)) => {
-                        let r: Arc<Replica> = replica.clone();
-                        inflight.push_back(tokio::spawn(async move { r.upsert(&batch).await }));
-                    }
+                    Some(Ok(batch)) => match replica.enqueue_upsert(&batch).await {
+                        // Queued in stream order; durability is awaited in that order too.
+                        Ok(pending) => inflight.push_back(tokio::spawn(pending.wait())),
+                        Err(e) => {
+                            while let Some(h) = inflight.pop_front() {
+                                if tx.send(ack(h.await)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    },
                     Some(Err(e)) => {
                         // Acknowledge what was already accepted, then report the bad input.
                         while let Some(h) = inflight.pop_front() {

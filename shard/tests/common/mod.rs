@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use longbow_common::shard_api::CreateReplicaRequest;
 use longbow_common::{IdType, IndexParams, Metric};
@@ -15,7 +17,11 @@ use longbow_shard::{NodeConfig, ShardNode};
 pub fn open_node(dir: &Path, segment_capacity: usize) -> ShardNode {
     ShardNode::open(NodeConfig {
         data_dir: dir.to_path_buf(),
-        replica: ReplicaSettings { segment_capacity, wal_segment_bytes: 1 << 20, commit_queue: 1024 },
+        replica: ReplicaSettings {
+            segment_capacity,
+            wal_segment_bytes: 1 << 20,
+            commit_queue: 1024,
+        },
     })
     .expect("open node")
 }
@@ -27,14 +33,26 @@ pub fn create_req(ns: &str, dim: usize, metric: Metric) -> CreateReplicaRequest 
         dim,
         metric,
         id_type: IdType::Uint64,
-        index: IndexParams { m: 16, ef_construction: 100, ef_search: 64 },
+        index: IndexParams {
+            m: 16,
+            ef_construction: 100,
+            ef_search: 64,
+        },
         payload_schema: None,
     }
 }
 
 pub fn vector_array(data: &[f32], dim: usize) -> ArrayRef {
     let item = Arc::new(Field::new("item", DataType::Float32, false));
-    Arc::new(FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(data.to_vec())), None).expect("list"))
+    Arc::new(
+        FixedSizeListArray::try_new(
+            item,
+            dim as i32,
+            Arc::new(Float32Array::from(data.to_vec())),
+            None,
+        )
+        .expect("list"),
+    )
 }
 
 /// Rows `ids` with vectors `data`, payload `price = id % 100` and `tag = "t{id % 10}"`.
@@ -50,8 +68,14 @@ pub fn batch(ids: &[u64], data: &[f32], dim: usize) -> RecordBatch {
         vec![
             Arc::new(UInt64Array::from(ids.to_vec())),
             vector_array(data, dim),
-            Arc::new(Int64Array::from(ids.iter().map(|i| (i % 100) as i64).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(ids.iter().map(|i| format!("t{}", i % 10)).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(
+                ids.iter().map(|i| (i % 100) as i64).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                ids.iter()
+                    .map(|i| format!("t{}", i % 10))
+                    .collect::<Vec<_>>(),
+            )),
         ],
     )
     .expect("batch")
@@ -59,7 +83,11 @@ pub fn batch(ids: &[u64], data: &[f32], dim: usize) -> RecordBatch {
 
 /// A batch with only `vector` (queries).
 pub fn query_batch(data: &[f32], dim: usize) -> RecordBatch {
-    let schema = Schema::new(vec![Field::new("vector", longbow_common::columns::vector_type(dim), false)]);
+    let schema = Schema::new(vec![Field::new(
+        "vector",
+        longbow_common::columns::vector_type(dim),
+        false,
+    )]);
     RecordBatch::try_new(Arc::new(schema), vec![vector_array(data, dim)]).expect("batch")
 }
 
@@ -84,14 +112,21 @@ pub fn f32_column(b: &RecordBatch, name: &str) -> Vec<f32> {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Wait (bounded) until the replica's graph has linked every row.
 pub fn wait_indexed(replica: &longbow_shard::replica::Replica) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while replica.stats().indexing_lag > 0 {
-        assert!(std::time::Instant::now() < deadline, "indexing did not catch up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "indexing did not catch up"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
