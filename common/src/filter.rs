@@ -383,3 +383,66 @@ mod tests {
         assert!(Filter::parse("filter", &v).is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)),
+            prop_oneof![
+                Just("field"),
+                Just("op"),
+                Just("value"),
+                Just("="),
+                Just("in"),
+                Just("and"),
+                Just("price")
+            ]
+            .prop_map(|s| Value::String(s.into())),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("field"),
+                        Just("op"),
+                        Just("operator"),
+                        Just("value"),
+                        Just("and"),
+                        Just("or"),
+                        Just("not"),
+                        Just("x")
+                    ]
+                    .prop_map(String::from),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Any JSON either parses or yields an error naming a path under `filter`; never a panic.
+        #[test]
+        fn arbitrary_json_never_panics(v in json()) {
+            match Filter::parse("filter", &v) {
+                Ok(_) => {}
+                Err(ContractError::InvalidField { field, .. }) => prop_assert!(field.starts_with("filter"), "{field}"),
+            }
+        }
+    }
+}

@@ -345,5 +345,30 @@ async fn bad_input_gets_precise_errors_and_the_node_keeps_serving() {
     let mut ids = u64_column(&res[0], "id");
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2]);
+
+    // Dropping a replica removes it and its files; the name can be created again.
+    action(&mut c, "DropReplica", json!({"namespace": "a", "shard": 0}))
+        .await
+        .expect("drop");
+    let st = action(
+        &mut c,
+        "ReplicaStats",
+        json!({"namespace": "a", "shard": 0}),
+    )
+    .await
+    .expect_err("gone");
+    assert_eq!(st.code(), tonic::Code::NotFound);
+    assert!(!tmp.path().join("replicas/a/0").exists());
+    action(
+        &mut c,
+        "CreateReplica",
+        json!({"namespace": "a", "shard": 0, "dim": 8}),
+    )
+    .await
+    .expect("recreate");
+    let listed = action(&mut c, "ListReplicas", json!({}))
+        .await
+        .expect("list");
+    assert_eq!(listed[0]["dim"], 8);
     server.stop().await;
 }

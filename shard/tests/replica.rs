@@ -453,3 +453,112 @@ fn corrupt_wal_entry_before_the_tail_stops_start_up() {
         "{msg}"
     );
 }
+
+#[test]
+fn string_ids_are_kept_whole_and_upsert_by_string_works() {
+    use arrow_array::{RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = open_node(tmp.path(), 1000);
+    let mut req = create_req("strs", 2, Metric::L2);
+    req.id_type = longbow_common::IdType::String;
+    let r = node.create_replica(req).expect("create");
+    let long_id = "doc/".to_string() + &"x".repeat(300) + "/ünïcode";
+    let mk = |ids: Vec<&str>, data: &[f32]| {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("vector", longbow_common::columns::vector_type(2), false),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(StringArray::from(ids)), vector_array(data, 2)],
+        )
+        .expect("batch")
+    };
+    let rt = runtime();
+    rt.block_on(r.upsert(&mk(vec![&long_id, "b"], &[0.0, 0.0, 5.0, 5.0])))
+        .expect("write");
+    rt.block_on(r.upsert(&mk(vec![&long_id], &[9.0, 9.0])))
+        .expect("upsert");
+    let hits = r
+        .search(
+            q(&[9.0, 9.0], 2),
+            &SearchParams {
+                columns: vec![],
+                ..params(2, None)
+            },
+            0,
+        )
+        .expect("search");
+    let ids = hits
+        .column_by_name("id")
+        .expect("id")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    assert_eq!(ids.value(0), long_id);
+    assert_eq!(ids.value(1), "b");
+    assert_eq!(r.stats().count, 2);
+    // Integer ids are refused by a string namespace.
+    let err = rt
+        .block_on(r.upsert(&batch(&[1], &[1.0, 1.0], 2)))
+        .expect_err("u64 ids into string replica");
+    assert!(err.to_string().contains("id"), "{err}");
+}
+
+#[test]
+fn payload_columns_evolve_additively_and_conflicting_types_are_refused() {
+    use arrow_array::{Float64Array, RecordBatch, StringArray, UInt64Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = open_node(tmp.path(), 1000);
+    let r = node
+        .create_replica(create_req("evo", 2, Metric::L2))
+        .expect("create");
+    let rt = runtime();
+    rt.block_on(r.upsert(&batch(&[1], &[1.0, 1.0], 2)))
+        .expect("first schema");
+    let with_score = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::UInt64, false),
+            Field::new("vector", longbow_common::columns::vector_type(2), false),
+            Field::new("rating", DataType::Float64, true),
+        ])),
+        vec![
+            Arc::new(UInt64Array::from(vec![2])),
+            vector_array(&[2.0, 2.0], 2),
+            Arc::new(Float64Array::from(vec![0.5])),
+        ],
+    )
+    .expect("batch");
+    rt.block_on(r.upsert(&with_score)).expect("added column");
+    let cols = r.stats().payload_columns;
+    assert_eq!(cols, vec!["price: Int64", "tag: Utf8", "rating: Float64"]);
+    // Old rows read the new column as null; filters treat null as not matching.
+    let got = r
+        .get(
+            &[IdValue::U64(1), IdValue::U64(2)],
+            Some(&["rating".to_string()]),
+            false,
+        )
+        .expect("get");
+    assert!(got.column(1).is_null(0) && got.column(1).is_valid(1));
+    let bad = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::UInt64, false),
+            Field::new("vector", longbow_common::columns::vector_type(2), false),
+            Field::new("price", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(UInt64Array::from(vec![3])),
+            vector_array(&[3.0, 3.0], 2),
+            Arc::new(StringArray::from(vec!["cheap"])),
+        ],
+    )
+    .expect("batch");
+    let err = rt.block_on(r.upsert(&bad)).expect_err("type conflict");
+    assert!(err.to_string().contains("price"), "{err}");
+    assert_eq!(r.stats().count, 2);
+}

@@ -166,11 +166,14 @@ pub(super) unsafe fn neg_dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     -sum
 }
 
-/// Hint the CPU to pull the cache lines of `row` (up to 4 lines) into L1.
+/// Most cache lines of one row prefetched ahead of its distance computation.
+const PREFETCH_LINES: usize = 24;
+
+/// Hint the CPU to pull the cache lines of `row` (up to [`PREFETCH_LINES`]) into L1.
 #[inline(always)]
 pub(crate) fn prefetch(row: &[f32]) {
     let p = row.as_ptr() as *const i8;
-    let lines = (row.len() * 4).div_ceil(64).min(4);
+    let lines = (row.len() * 4).div_ceil(64).min(PREFETCH_LINES);
     for l in 0..lines {
         // SAFETY: prefetch never faults, and the address is within `row`.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(l * 64)) };
