@@ -9,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod ids;
 pub mod model;
+pub mod payload_schema;
 pub mod shard_api;
 pub mod vectors;
 

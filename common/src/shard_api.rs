@@ -202,6 +202,10 @@ pub struct SearchCommand {
     /// Return each hit's vector too.
     #[serde(default)]
     pub include_vectors: bool,
+    /// Answer an all-null column for requested columns this replica has never seen (a
+    /// coordinator sets this: other shards of the namespace may have them).
+    #[serde(default)]
+    pub allow_missing_columns: bool,
 }
 
 /// DoGet tickets understood by a shard.
@@ -229,6 +233,9 @@ pub struct GetRequest {
     /// Return vectors too.
     #[serde(default = "default_true")]
     pub include_vectors: bool,
+    /// All-null columns for names this replica has never seen.
+    #[serde(default)]
+    pub allow_missing_columns: bool,
 }
 
 /// Stream records matching a filter.
@@ -250,6 +257,9 @@ pub struct ScanRequest {
     /// At most this many rows.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// All-null columns for names this replica has never seen.
+    #[serde(default)]
+    pub allow_missing_columns: bool,
 }
 
 fn default_true() -> bool {

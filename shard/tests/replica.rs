@@ -6,7 +6,7 @@ use common::*;
 use longbow_common::shard_api::ReplicaKey;
 use longbow_common::vectors::Vectors;
 use longbow_common::{Filter, IdValue, Metric};
-use longbow_shard::replica::SearchParams;
+use longbow_shard::replica::{Projection, SearchParams};
 use longbow_shard::synth;
 use serde_json::json;
 
@@ -17,6 +17,14 @@ fn key(ns: &str) -> ReplicaKey {
     }
 }
 
+fn proj(columns: Option<Vec<String>>, include_vectors: bool) -> Projection {
+    Projection {
+        columns,
+        include_vectors,
+        allow_missing_columns: false,
+    }
+}
+
 fn params(k: usize, filter: Option<serde_json::Value>) -> SearchParams {
     SearchParams {
         k,
@@ -24,6 +32,7 @@ fn params(k: usize, filter: Option<serde_json::Value>) -> SearchParams {
         filter: filter.map(|f| Filter::parse("filter", &f).expect("filter")),
         columns: vec!["price".into()],
         include_vectors: false,
+        allow_missing_columns: false,
     }
 }
 
@@ -64,7 +73,7 @@ fn upsert_replaces_the_old_version_at_once() {
     assert_eq!(f32_column(&far, "distance"), vec![0.0]);
     let stats = r.stats();
     assert_eq!((stats.count, stats.deleted), (100, 1));
-    let got = r.get(&[IdValue::U64(7)], None, true).expect("get");
+    let got = r.get(&[IdValue::U64(7)], &proj(None, true)).expect("get");
     assert_eq!(got.num_rows(), 1);
 }
 
@@ -108,7 +117,7 @@ fn deleted_rows_are_never_returned() {
         .expect("delete by filter");
     let expect = (0..2000u64).filter(|i| i % 3 != 0 && i % 100 < 10).count() as u64;
     assert_eq!(n, expect);
-    let everything = r.scan(None, None, false, usize::MAX).expect("scan");
+    let everything = r.scan(None, &proj(None, false), usize::MAX).expect("scan");
     let live: Vec<u64> = everything
         .iter()
         .flat_map(|b| u64_column(b, "id"))
@@ -292,7 +301,7 @@ fn acknowledged_writes_and_deletes_survive_restart() {
     let stats = r.stats();
     assert_eq!((stats.count, stats.lsn), (2_900, 3));
     assert_eq!(
-        r.get(&[IdValue::U64(50)], None, false)
+        r.get(&[IdValue::U64(50)], &proj(None, false))
             .expect("get")
             .num_rows(),
         0
@@ -369,7 +378,7 @@ fn concurrent_small_writes_share_group_commits_and_all_survive() {
         .flat_map(|w| (0..per_writer).map(move |i| IdValue::U64(w * 1000 + i)))
         .collect();
     assert_eq!(
-        r.get(&all, None, false).expect("get").num_rows() as u64,
+        r.get(&all, &proj(None, false)).expect("get").num_rows() as u64,
         writers * per_writer
     );
     eprintln!(
@@ -540,8 +549,7 @@ fn payload_columns_evolve_additively_and_conflicting_types_are_refused() {
     let got = r
         .get(
             &[IdValue::U64(1), IdValue::U64(2)],
-            Some(&["rating".to_string()]),
-            false,
+            &proj(Some(vec!["rating".to_string()]), false),
         )
         .expect("get");
     assert!(got.column(1).is_null(0) && got.column(1).is_valid(1));

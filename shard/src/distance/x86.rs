@@ -167,7 +167,7 @@ pub(super) unsafe fn neg_dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Most cache lines of one row prefetched ahead of its distance computation.
-const PREFETCH_LINES: usize = 24;
+const PREFETCH_LINES: usize = 4;
 
 /// Hint the CPU to pull the cache lines of `row` (up to [`PREFETCH_LINES`]) into L1.
 #[inline(always)]

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::commit::{CommitOp, CommitRequest, Committer};
 use self::mutation::{Mutation, UpsertRows};
-pub use self::query::SearchParams;
+pub use self::query::{Projection, SearchParams};
 use self::state::ReplicaState;
 use crate::distance::normalize;
 use crate::error::{Result, ShardError};
@@ -374,31 +374,18 @@ impl Replica {
     }
 
     /// Records by id.
-    pub fn get(
-        &self,
-        ids: &[IdValue],
-        columns: Option<&[String]>,
-        include_vectors: bool,
-    ) -> Result<RecordBatch> {
-        query::get(&self.state.read(), ids, columns, include_vectors)
+    pub fn get(&self, ids: &[IdValue], p: &Projection) -> Result<RecordBatch> {
+        query::get(&self.state.read(), ids, p)
     }
 
     /// Records matching a filter.
     pub fn scan(
         &self,
         filter: Option<&Filter>,
-        columns: Option<&[String]>,
-        include_vectors: bool,
+        p: &Projection,
         limit: usize,
     ) -> Result<Vec<RecordBatch>> {
-        query::scan(
-            &self.state.read(),
-            filter,
-            columns,
-            include_vectors,
-            limit,
-            8192,
-        )
+        query::scan(&self.state.read(), filter, p, limit, 8192)
     }
 
     /// Current statistics.

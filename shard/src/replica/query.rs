@@ -34,6 +34,19 @@ pub struct SearchParams {
     pub columns: Vec<String>,
     /// Return vectors too.
     pub include_vectors: bool,
+    /// Unknown columns come back all-null instead of failing.
+    pub allow_missing_columns: bool,
+}
+
+/// Which columns a get or scan returns.
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    /// Payload columns; every known column when `None`.
+    pub columns: Option<Vec<String>>,
+    /// Return vectors too.
+    pub include_vectors: bool,
+    /// Unknown columns come back all-null instead of failing.
+    pub allow_missing_columns: bool,
 }
 
 /// How one segment is searched for a request.
@@ -82,10 +95,17 @@ pub fn resolve_filter(state: &ReplicaState, filter: &Filter) -> Result<Vec<IdVal
         .collect())
 }
 
-fn check_columns(state: &ReplicaState, names: &[String]) -> Result<Vec<Field>> {
+fn check_columns(
+    state: &ReplicaState,
+    names: &[String],
+    allow_missing: bool,
+) -> Result<Vec<Field>> {
     names
         .iter()
         .map(|n| {
+            if allow_missing && state.schema.field(n).is_none() {
+                return Ok(Field::new(n, arrow_schema::DataType::Null, true));
+            }
             state.schema.field(n).cloned().ok_or_else(|| {
                 ContractError::invalid(
                     format!("columns[{n}]"),
@@ -105,7 +125,7 @@ pub fn search(
     p: &SearchParams,
     query_id_base: u32,
 ) -> Result<RecordBatch> {
-    let fields = check_columns(state, &p.columns)?;
+    let fields = check_columns(state, &p.columns, p.allow_missing_columns)?;
     let m0 = state.info.index.m * 2;
     let plans: Vec<Plan> = match &p.filter {
         None => state.segments.iter().map(|_| Plan::Graph).collect(),
@@ -219,14 +239,10 @@ fn append_columns(
 }
 
 /// Build a record batch (`id`, columns, optional `vector`) for the given rows.
-fn records(
-    state: &ReplicaState,
-    rows: &[(usize, u32)],
-    columns: Option<&[String]>,
-    include_vectors: bool,
-) -> Result<RecordBatch> {
-    let fields = match columns {
-        Some(names) => check_columns(state, names)?,
+fn records(state: &ReplicaState, rows: &[(usize, u32)], p: &Projection) -> Result<RecordBatch> {
+    let include_vectors = p.include_vectors;
+    let fields = match &p.columns {
+        Some(names) => check_columns(state, names, p.allow_missing_columns)?,
         None => state.schema.fields().to_vec(),
     };
     let mut out_fields = vec![Field::new(
@@ -252,18 +268,13 @@ fn records(
 }
 
 /// Records for `ids` (ids not present are skipped), in request order.
-pub fn get(
-    state: &ReplicaState,
-    ids: &[IdValue],
-    columns: Option<&[String]>,
-    include_vectors: bool,
-) -> Result<RecordBatch> {
+pub fn get(state: &ReplicaState, ids: &[IdValue], p: &Projection) -> Result<RecordBatch> {
     let rows: Vec<(usize, u32)> = ids
         .iter()
         .filter_map(|id| state.ids.get(id))
         .map(|l| (l.seg as usize, l.off))
         .collect();
-    records(state, &rows, columns, include_vectors)
+    records(state, &rows, p)
 }
 
 /// Live records matching `filter` (all when `None`), at most `limit`, in batches of
@@ -271,8 +282,7 @@ pub fn get(
 pub fn scan(
     state: &ReplicaState,
     filter: Option<&Filter>,
-    columns: Option<&[String]>,
-    include_vectors: bool,
+    p: &Projection,
     limit: usize,
     batch_rows: usize,
 ) -> Result<Vec<RecordBatch>> {
@@ -296,9 +306,9 @@ pub fn scan(
     }
     rows.truncate(limit);
     if rows.is_empty() {
-        return Ok(vec![records(state, &[], columns, include_vectors)?]);
+        return Ok(vec![records(state, &[], p)?]);
     }
     rows.chunks(batch_rows.max(1))
-        .map(|c| records(state, c, columns, include_vectors))
+        .map(|c| records(state, c, p))
         .collect()
 }

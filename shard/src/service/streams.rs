@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming};
 
 use super::{BoxStream, ShardService, MAX_MESSAGE_BYTES};
-use crate::replica::SearchParams;
+use crate::replica::{Projection, SearchParams};
 
 /// Write batches a single DoPut keeps in flight (pipelining them into group commits).
 const PUT_PIPELINE: usize = 8;
@@ -162,6 +162,7 @@ pub(super) async fn do_exchange(
         filter,
         columns: cmd.columns,
         include_vectors: cmd.include_vectors,
+        allow_missing_columns: cmd.allow_missing_columns,
     });
     let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
     tokio::spawn(async move {
@@ -219,7 +220,12 @@ pub(super) async fn do_get(
                 .map(|(i, v)| IdValue::from_json(&format!("ids[{i}]"), v, id_type))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(bad)?;
-            vec![replica.get(&ids, g.columns.as_deref(), g.include_vectors)?]
+            let p = Projection {
+                columns: g.columns,
+                include_vectors: g.include_vectors,
+                allow_missing_columns: g.allow_missing_columns,
+            };
+            vec![replica.get(&ids, &p)?]
         }
         ShardTicket::Scan(s) => {
             let replica = svc.replica(&s.namespace, s.shard)?;
@@ -229,12 +235,12 @@ pub(super) async fn do_get(
             };
             let limit = s.limit.unwrap_or(usize::MAX);
             tokio::task::spawn_blocking(move || {
-                replica.scan(
-                    filter.as_ref(),
-                    s.columns.as_deref(),
-                    s.include_vectors,
-                    limit,
-                )
+                let p = Projection {
+                    columns: s.columns,
+                    include_vectors: s.include_vectors,
+                    allow_missing_columns: s.allow_missing_columns,
+                };
+                replica.scan(filter.as_ref(), &p, limit)
             })
             .await
             .map_err(|e| Status::internal(e.to_string()))??
