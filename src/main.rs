@@ -1,15 +1,14 @@
-//! The `longbow` binary: one executable, one subcommand per role.
+//! The `longbow` binary: one executable, one subcommand per role (`coordinator`, `shard`,
+//! and `local`, which runs one coordinator and N shard nodes in one process on loopback).
 //!
 //! `anyhow` lives here only: library crates return typed errors.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+mod roles;
 
-use anyhow::Context;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand, ValueEnum};
-use longbow_shard::replica::ReplicaSettings;
-use longbow_shard::{NodeConfig, ShardNode};
 
 /// Longbow: a distributed vector database that speaks Apache Arrow Flight.
 #[derive(Parser, Debug)]
@@ -30,29 +29,116 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Role {
+    /// Run a coordinator: Raft catalog, routing, scatter-gather, the client Flight API.
+    Coordinator(CoordinatorArgs),
     /// Run a shard node: hosts replicas and serves the internal shard Flight API.
     Shard(ShardArgs),
+    /// Run one coordinator and N shard nodes in one process on loopback (the embedded default).
+    Local(LocalArgs),
+}
+
+/// Settings shared by the roles that store replicas.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct StorageArgs {
+    /// Rows per in-memory segment before a new segment starts.
+    #[arg(long, env = "LONGBOW_SEGMENT_ROWS", default_value_t = 1 << 20)]
+    pub(crate) segment_rows: usize,
+    /// Bytes per WAL file before it rotates.
+    #[arg(long, env = "LONGBOW_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub(crate) wal_segment_bytes: u64,
+}
+
+/// Settings shared by the roles that run a coordinator.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LimitArgs {
+    /// Shard calls one request may have in flight at once.
+    #[arg(long, env = "LONGBOW_MAX_FANOUT", default_value_t = 16)]
+    pub(crate) max_fanout: usize,
+    /// Shard calls the whole coordinator may have in flight at once.
+    #[arg(long, env = "LONGBOW_INFLIGHT_BUDGET", default_value_t = 256)]
+    pub(crate) inflight_budget: usize,
+    /// Deadline of one client request, in seconds.
+    #[arg(long, env = "LONGBOW_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub(crate) request_timeout_secs: u64,
 }
 
 #[derive(clap::Args, Debug)]
-struct ShardArgs {
+pub(crate) struct CoordinatorArgs {
+    /// Address to bind every port on.
+    #[arg(long, env = "LONGBOW_HOST", default_value = "127.0.0.1")]
+    pub(crate) host: IpAddr,
+    /// Client data port (DoPut, DoExchange, DoGet).
+    #[arg(long, env = "LONGBOW_DATA_PORT", default_value_t = 3000)]
+    pub(crate) data_port: u16,
+    /// Client meta port (DoAction, ListFlights, GetFlightInfo).
+    #[arg(long, env = "LONGBOW_META_PORT", default_value_t = 3001)]
+    pub(crate) meta_port: u16,
+    /// Internal port (Raft, shard registration).
+    #[arg(long, env = "LONGBOW_INTERNAL_PORT", default_value_t = 3002)]
+    pub(crate) internal_port: u16,
+    /// HTTP port (/metrics, /healthz, /readyz).
+    #[arg(long, env = "LONGBOW_HTTP_PORT", default_value_t = 9090)]
+    pub(crate) http_port: u16,
+    /// Directory of the Raft catalog.
+    #[arg(long, env = "LONGBOW_DATA_DIR", default_value = "./data/coordinator")]
+    pub(crate) data_dir: PathBuf,
+    /// This coordinator's Raft id.
+    #[arg(long, env = "LONGBOW_NODE_ID", default_value_t = 1)]
+    pub(crate) node_id: u64,
+    /// Shards of namespaces created without `shards`.
+    #[arg(long, env = "LONGBOW_DEFAULT_SHARDS", default_value_t = 2)]
+    pub(crate) default_shards: u32,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ShardArgs {
     /// Address of the shard Flight API.
     #[arg(long, env = "LONGBOW_SHARD_LISTEN", default_value = "127.0.0.1:4000")]
-    listen: SocketAddr,
+    pub(crate) listen: std::net::SocketAddr,
+    /// Address coordinators reach this node at (defaults to the listen address).
+    #[arg(long, env = "LONGBOW_ADVERTISE")]
+    pub(crate) advertise: Option<String>,
+    /// A coordinator's internal address to register with (`host:port`); none = standalone.
+    #[arg(long, env = "LONGBOW_COORDINATOR")]
+    pub(crate) coordinator: Option<String>,
+    /// HTTP port (/metrics, /healthz, /readyz); 0 picks a free one.
+    #[arg(long, env = "LONGBOW_HTTP_PORT", default_value_t = 9091)]
+    pub(crate) http_port: u16,
     /// Directory holding this node's replicas.
     #[arg(long, env = "LONGBOW_DATA_DIR", default_value = "./data/shard")]
-    data_dir: PathBuf,
-    /// Rows per in-memory segment before a new segment starts.
-    #[arg(long, env = "LONGBOW_SEGMENT_ROWS", default_value_t = 1 << 20)]
-    segment_rows: usize,
-    /// Bytes per WAL file before it rotates.
-    #[arg(long, env = "LONGBOW_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
-    wal_segment_bytes: u64,
+    pub(crate) data_dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) storage: StorageArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LocalArgs {
+    /// Root directory (coordinator/ and shard-N/ inside).
+    #[arg(long, env = "LONGBOW_DATA_DIR", default_value = "./data")]
+    pub(crate) data_dir: PathBuf,
+    /// Shard nodes to run (also the default shard count of new namespaces).
+    #[arg(long, env = "LONGBOW_SHARDS", default_value_t = 2)]
+    pub(crate) shards: u32,
+    /// Client data port; 0 picks a free one.
+    #[arg(long, env = "LONGBOW_DATA_PORT", default_value_t = 3000)]
+    pub(crate) data_port: u16,
+    /// Client meta port; 0 picks a free one.
+    #[arg(long, env = "LONGBOW_META_PORT", default_value_t = 3001)]
+    pub(crate) meta_port: u16,
+    /// HTTP port (/metrics, /healthz, /readyz); 0 picks a free one.
+    #[arg(long, env = "LONGBOW_HTTP_PORT", default_value_t = 9090)]
+    pub(crate) http_port: u16,
+    #[command(flatten)]
+    pub(crate) storage: StorageArgs,
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LONGBOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -60,48 +146,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the process");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutdown requested");
-}
-
-async fn run_shard(args: ShardArgs) -> anyhow::Result<()> {
-    let config = NodeConfig {
-        data_dir: args.data_dir.clone(),
-        replica: ReplicaSettings {
-            segment_capacity: args.segment_rows,
-            wal_segment_bytes: args.wal_segment_bytes,
-            ..ReplicaSettings::default()
-        },
-    };
-    let node = tokio::task::spawn_blocking(move || ShardNode::open(config))
-        .await?
-        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
-    let node = Arc::new(node);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, simd = longbow_shard::distance::kernels().isa, "shard node serving");
-    println!("longbow shard listening on {addr}");
-    longbow_shard::service::serve(node.clone(), listener, shutdown_signal()).await?;
-    tokio::task::spawn_blocking(move || node.shutdown()).await?;
-    tracing::info!("shard node stopped");
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,7 +156,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.role {
-            Role::Shard(args) => run_shard(args).await,
+            Role::Coordinator(args) => roles::coordinator(args).await,
+            Role::Shard(args) => roles::shard(args).await,
+            Role::Local(args) => roles::local(args).await,
         }
     })
 }

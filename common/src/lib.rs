@@ -4,9 +4,11 @@
 //! This crate depends on no other Longbow crate and must never contain shard or coordinator
 //! logic: it only says what travels on the wire and how to read it.
 
+pub mod cluster_api;
 pub mod columns;
 pub mod error;
 pub mod filter;
+pub mod http;
 pub mod ids;
 pub mod model;
 pub mod payload_schema;

@@ -9,6 +9,7 @@
 pub mod bitset;
 pub mod distance;
 pub mod error;
+pub mod membership;
 pub mod node;
 pub mod payload;
 pub mod replica;

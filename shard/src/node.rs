@@ -171,6 +171,36 @@ impl ShardNode {
         Ok(())
     }
 
+    /// This node's stable identity, created on first use and kept in `node.json`.
+    pub fn node_key(&self) -> Result<String> {
+        let path = self.config.data_dir.join("node.json");
+        let io = |source| ShardError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Ok(bytes) = std::fs::read(&path) {
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| io(std::io::Error::other(e)))?;
+            if let Some(k) = v.get("node_key").and_then(|k| k.as_str()) {
+                return Ok(k.to_string());
+            }
+        }
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let key = format!("{:016x}", h.finish());
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::json!({ "node_key": key }).to_string()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        crate::wal::io::sync_dir(&self.config.data_dir).map_err(io)?;
+        Ok(key)
+    }
+
     /// Stop every replica (queued writes are committed first).
     pub fn shutdown(&self) {
         for r in self.replicas() {
@@ -195,4 +225,73 @@ fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+impl longbow_common::http::Health for ShardNode {
+    fn metrics_text(&self) -> String {
+        let replicas = self.replicas();
+        let stats: Vec<_> = replicas
+            .iter()
+            .map(|r| (r.stats(), r.wal_syncs()))
+            .collect();
+        let sum = |f: &dyn Fn(&longbow_common::shard_api::ReplicaStats) -> u64| {
+            stats.iter().map(|(s, _)| f(s)).sum::<u64>()
+        };
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+            // OpenMetrics: a counter's family name drops the `_total` its sample carries.
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            out.push_str(&format!(
+                "# HELP {family} {help}\n# TYPE {family} {kind}\n{name} {v}\n"
+            ));
+        };
+        gauge(
+            "longbow_shard_replicas",
+            "Replicas hosted by this node",
+            "gauge",
+            replicas.len() as u64,
+        );
+        gauge(
+            "longbow_shard_rows",
+            "Live rows over all replicas",
+            "gauge",
+            sum(&|s| s.count),
+        );
+        gauge(
+            "longbow_shard_deleted_rows",
+            "Tombstoned row versions over all replicas",
+            "gauge",
+            sum(&|s| s.deleted),
+        );
+        gauge(
+            "longbow_shard_indexing_lag_rows",
+            "Rows not yet linked into a graph",
+            "gauge",
+            sum(&|s| s.indexing_lag),
+        );
+        gauge(
+            "longbow_shard_memory_bytes",
+            "Approximate memory of all replicas",
+            "gauge",
+            sum(&|s| s.memory_bytes),
+        );
+        gauge(
+            "longbow_wal_disk_bytes",
+            "Bytes in WAL files",
+            "gauge",
+            sum(&|s| s.disk_bytes),
+        );
+        gauge(
+            "longbow_wal_syncs_total",
+            "WAL group commits (fdatasync calls)",
+            "counter",
+            stats.iter().map(|(_, n)| n).sum(),
+        );
+        out.push_str("# EOF\n");
+        out
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
 }

@@ -47,7 +47,13 @@ async fn open_stream(
             ))
         })?;
     let rest = stream.map_err(|s| FlightError::Tonic(Box::new(s)));
-    let all = futures::stream::once(async move { Ok(first) }).chain(rest);
+    // Some clients (pyarrow's DoExchange) send the descriptor alone in the first message.
+    let head = if first.data_header.is_empty() && first.data_body.is_empty() {
+        None
+    } else {
+        Some(Ok(first))
+    };
+    let all = futures::stream::iter(head).chain(rest);
     Ok((cmd, FlightRecordBatchStream::new_from_flight_data(all)))
 }
 

@@ -1,0 +1,32 @@
+//! Cluster membership messages: what a shard node sends to a coordinator's internal port to
+//! register and to heartbeat (Flight `DoAction`, JSON bodies).
+
+use serde::{Deserialize, Serialize};
+
+/// Action a shard node sends at start-up (and again after a coordinator restart).
+pub const ACTION_REGISTER: &str = "RegisterShard";
+/// Action a shard node sends periodically.
+pub const ACTION_HEARTBEAT: &str = "Heartbeat";
+
+/// `RegisterShard` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterShard {
+    /// The node's stable identity (kept in its data directory).
+    pub node_key: String,
+    /// Address of its shard API (`host:port`).
+    pub address: String,
+}
+
+/// `RegisterShard` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registered {
+    /// Id assigned by the catalog.
+    pub node_id: u64,
+}
+
+/// `Heartbeat` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The node's id.
+    pub node_id: u64,
+}

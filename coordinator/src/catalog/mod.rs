@@ -1,0 +1,208 @@
+//! The cluster catalog: namespaces, shard nodes and placement. It is the Raft state machine's
+//! state: every change is a [`CatalogCommand`] applied in log order, identically on every
+//! coordinator, so nothing here may read clocks, randomness or the network.
+
+use std::collections::BTreeMap;
+
+use longbow_common::{IdType, IndexParams, Metric};
+use serde::{Deserialize, Serialize};
+
+/// Raft-wide id of a shard node.
+pub type NodeId = u64;
+
+/// Where the replicas of one shard live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSet {
+    /// Node holding the primary.
+    pub primary: NodeId,
+    /// Nodes holding backups (empty while the replication factor is 1).
+    pub backups: Vec<NodeId>,
+    /// Bumped on every change of primary; shards reject writes from an older epoch.
+    pub epoch: u64,
+}
+
+/// A namespace and its placement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceMeta {
+    /// Name.
+    pub name: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Distance metric.
+    pub metric: Metric,
+    /// Id type.
+    pub id_type: IdType,
+    /// HNSW parameters.
+    pub index: IndexParams,
+    /// Number of shards.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replication_factor: u32,
+    /// Payload columns (base64 Arrow IPC schema), grown additively.
+    pub payload_schema: Option<String>,
+    /// One replica set per shard.
+    pub placement: Vec<ReplicaSet>,
+}
+
+/// A registered shard node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardNodeInfo {
+    /// Id assigned at first registration.
+    pub id: NodeId,
+    /// Stable identity the node keeps in its data directory.
+    pub node_key: String,
+    /// Address of its shard Flight API (`host:port`).
+    pub address: String,
+}
+
+/// A change to the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    /// Register (or re-register with a new address) a shard node.
+    RegisterShardNode {
+        /// The node's stable identity.
+        node_key: String,
+        /// Its current address.
+        address: String,
+    },
+    /// Create a namespace with its placement.
+    CreateNamespace(NamespaceMeta),
+    /// Delete a namespace.
+    DeleteNamespace {
+        /// Name.
+        name: String,
+    },
+    /// Replace a namespace's payload schema with a superset of it.
+    SetPayloadSchema {
+        /// Name.
+        name: String,
+        /// New schema (base64 Arrow IPC).
+        payload_schema: String,
+    },
+}
+
+/// Outcome of applying a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogResponse {
+    /// Applied.
+    Ok,
+    /// Applied; the id of the registered node.
+    Node(NodeId),
+    /// The namespace exists already.
+    AlreadyExists(String),
+    /// No such namespace.
+    NotFound(String),
+}
+
+/// The replicated catalog state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, NamespaceMeta>,
+    /// Shard nodes by id.
+    pub nodes: BTreeMap<NodeId, ShardNodeInfo>,
+    next_node_id: NodeId,
+}
+
+impl Catalog {
+    /// Apply one command.
+    pub fn apply(&mut self, cmd: &CatalogCommand) -> CatalogResponse {
+        match cmd {
+            CatalogCommand::RegisterShardNode { node_key, address } => {
+                if let Some(n) = self.nodes.values_mut().find(|n| &n.node_key == node_key) {
+                    n.address = address.clone();
+                    return CatalogResponse::Node(n.id);
+                }
+                self.next_node_id += 1;
+                let id = self.next_node_id;
+                self.nodes.insert(
+                    id,
+                    ShardNodeInfo {
+                        id,
+                        node_key: node_key.clone(),
+                        address: address.clone(),
+                    },
+                );
+                CatalogResponse::Node(id)
+            }
+            CatalogCommand::CreateNamespace(meta) => {
+                if self.namespaces.contains_key(&meta.name) {
+                    return CatalogResponse::AlreadyExists(meta.name.clone());
+                }
+                self.namespaces.insert(meta.name.clone(), meta.clone());
+                CatalogResponse::Ok
+            }
+            CatalogCommand::DeleteNamespace { name } => match self.namespaces.remove(name) {
+                Some(_) => CatalogResponse::Ok,
+                None => CatalogResponse::NotFound(name.clone()),
+            },
+            CatalogCommand::SetPayloadSchema {
+                name,
+                payload_schema,
+            } => match self.namespaces.get_mut(name) {
+                Some(ns) => {
+                    ns.payload_schema = Some(payload_schema.clone());
+                    CatalogResponse::Ok
+                }
+                None => CatalogResponse::NotFound(name.clone()),
+            },
+        }
+    }
+}
+
+/// Choose `shards` primaries among `nodes`, least loaded first (`load` = replicas already
+/// hosted), spreading a namespace's shards over as many nodes as possible.
+pub fn place(shards: u32, nodes: &[(NodeId, u64)]) -> Option<Vec<ReplicaSet>> {
+    if nodes.is_empty() {
+        return None;
+    }
+    let mut load: Vec<(u64, NodeId)> = nodes.iter().map(|&(id, l)| (l, id)).collect();
+    let mut out = Vec::with_capacity(shards as usize);
+    for _ in 0..shards {
+        load.sort_unstable();
+        let (l, id) = load[0];
+        load[0] = (l + 1, id);
+        out.push(ReplicaSet {
+            primary: id,
+            backups: Vec::new(),
+            epoch: 1,
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn re_registration_keeps_the_node_id_and_updates_the_address() {
+        let mut c = Catalog::default();
+        let a = c.apply(&CatalogCommand::RegisterShardNode {
+            node_key: "k1".into(),
+            address: "x:1".into(),
+        });
+        let b = c.apply(&CatalogCommand::RegisterShardNode {
+            node_key: "k2".into(),
+            address: "x:2".into(),
+        });
+        let a2 = c.apply(&CatalogCommand::RegisterShardNode {
+            node_key: "k1".into(),
+            address: "x:9".into(),
+        });
+        assert_eq!(
+            (a.clone(), b),
+            (CatalogResponse::Node(1), CatalogResponse::Node(2))
+        );
+        assert_eq!(a2, a);
+        assert_eq!(c.nodes[&1].address, "x:9");
+    }
+
+    #[test]
+    fn placement_spreads_over_the_least_loaded_nodes() {
+        let p = place(4, &[(1, 3), (2, 0), (3, 1)]).expect("nodes");
+        let primaries: Vec<NodeId> = p.iter().map(|r| r.primary).collect();
+        assert_eq!(primaries, vec![2, 2, 3, 2]);
+        assert!(place(1, &[]).is_none());
+    }
+}

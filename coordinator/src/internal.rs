@@ -1,0 +1,202 @@
+//! The coordinator's internal port: Raft RPCs from peer coordinators, and shard-node
+//! registration and heartbeats. Clients never use it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::Stream;
+use longbow_common::cluster_api::{
+    Heartbeat, RegisterShard, Registered, ACTION_HEARTBEAT, ACTION_REGISTER,
+};
+use longbow_common::ErrorExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::catalog::{CatalogCommand, CatalogResponse};
+use crate::error::CoordinatorError;
+use crate::node::Coordinator;
+use crate::raft::network::{ACTION_APPEND, ACTION_SNAPSHOT, ACTION_VOTE};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The internal Flight service.
+#[derive(Clone)]
+pub struct InternalService {
+    coord: Arc<Coordinator>,
+}
+
+impl InternalService {
+    /// A service over `coord`.
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        InternalService { coord }
+    }
+
+    /// The tonic server wrapper.
+    pub fn into_server(self) -> FlightServiceServer<InternalService> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    async fn handle(&self, action: Action) -> Result<Vec<u8>, Status> {
+        let body = action.body.as_ref();
+        let bad = |e: serde_json::Error| {
+            Status::invalid_argument(format!("invalid {} body: {e}", action.r#type))
+        };
+        let json = |v: &dyn erased::Json| v.to_vec().map_err(|e| Status::internal(e.to_string()));
+        let raft = &self.coord.group.raft;
+        match action.r#type.as_str() {
+            ACTION_APPEND => {
+                let req = serde_json::from_slice(body).map_err(bad)?;
+                json(&raft.append_entries(req).await)
+            }
+            ACTION_VOTE => {
+                let req = serde_json::from_slice(body).map_err(bad)?;
+                json(&raft.vote(req).await)
+            }
+            ACTION_SNAPSHOT => {
+                let req = serde_json::from_slice(body).map_err(bad)?;
+                json(&raft.install_snapshot(req).await)
+            }
+            ACTION_REGISTER => {
+                let req: RegisterShard = serde_json::from_slice(body).map_err(bad)?;
+                let cmd = CatalogCommand::RegisterShardNode {
+                    node_key: req.node_key,
+                    address: req.address,
+                };
+                match self
+                    .coord
+                    .group
+                    .write(cmd)
+                    .await
+                    .map_err(|e| e.to_status())?
+                {
+                    CatalogResponse::Node(node_id) => {
+                        self.coord.heartbeat(node_id);
+                        json(&Registered { node_id })
+                    }
+                    other => Err(CoordinatorError::Internal(format!(
+                        "unexpected catalog reply {other:?}"
+                    ))
+                    .to_status()),
+                }
+            }
+            ACTION_HEARTBEAT => {
+                let req: Heartbeat = serde_json::from_slice(body).map_err(bad)?;
+                if !self
+                    .coord
+                    .group
+                    .catalog
+                    .read()
+                    .nodes
+                    .contains_key(&req.node_id)
+                {
+                    return Err(Status::not_found(format!(
+                        "shard node {} is not registered",
+                        req.node_id
+                    )));
+                }
+                self.coord.heartbeat(req.node_id);
+                json(&serde_json::json!({}))
+            }
+            other => Err(Status::unimplemented(format!(
+                "unknown internal action '{other}'"
+            ))),
+        }
+    }
+}
+
+mod erased {
+    /// Object-safe JSON encoding, so one closure can serialise any reply type.
+    pub trait Json {
+        fn to_vec(&self) -> serde_json::Result<Vec<u8>>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+fn internal_only() -> Status {
+    Status::unimplemented(
+        "this is a coordinator's internal port; clients use the data and meta ports",
+    )
+}
+
+#[tonic::async_trait]
+impl FlightService for InternalService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(internal_only())
+    }
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(internal_only())
+    }
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(internal_only())
+    }
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(internal_only())
+    }
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(internal_only())
+    }
+    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(internal_only())
+    }
+    async fn do_put(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(internal_only())
+    }
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(internal_only())
+    }
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let body = self.handle(request.into_inner()).await?;
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
+    }
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(internal_only())
+    }
+}

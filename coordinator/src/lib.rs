@@ -1,0 +1,26 @@
+//! Longbow coordinator: keeps the catalog (namespaces, shard nodes, placement) in Raft, routes
+//! writes to shard primaries, runs scatter-gather searches, and serves the client Flight API.
+//!
+//! Layering: [`catalog`] (pure state) ← [`raft`] (replication and storage) ← [`node`] (the
+//! coordinator: limits, liveness, shard connections) ← request modules ([`namespaces`],
+//! [`ingest`], [`search`], [`reads`]) ← [`service`] (client Flight API) and [`internal`]
+//! (peer and shard-node API). The coordinator never links shard code: it talks to shards
+//! over Flight, also inside `longbow local`.
+
+pub mod catalog;
+pub mod error;
+pub mod ingest;
+pub mod internal;
+pub mod metrics;
+pub mod namespaces;
+pub mod node;
+pub mod raft;
+pub mod reads;
+pub mod routing;
+pub mod search;
+pub mod server;
+pub mod service;
+pub mod shards;
+
+pub use error::CoordinatorError;
+pub use node::{Coordinator, CoordinatorConfig};

@@ -1,0 +1,135 @@
+//! Coordinator metrics in the Prometheus text format (`/metrics`). Names follow
+//! `longbow_<subsystem>_<name>_<unit>`; every metric here is updated by real code paths.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of RPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// Flight method (`DoPut`, `DoExchange`, `DoGet`, `DoAction:<type>`, ...).
+    pub method: String,
+    /// gRPC status code name (`Ok`, `InvalidArgument`, ...).
+    pub status: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
+}
+
+/// All coordinator metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// RPCs by method and status.
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    /// RPC latency by method and status.
+    pub rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    /// Rows acknowledged to clients.
+    pub ingest_rows: Counter,
+    /// Queries answered.
+    pub search_queries: Counter,
+    /// Latency of one shard call within a scatter-gather search.
+    pub search_fanout_duration: Histogram,
+    /// Current Raft term.
+    pub raft_term: Gauge,
+    /// Current Raft leader id (0 when unknown).
+    pub raft_leader: Gauge,
+    /// Shard nodes currently considered live.
+    pub shard_nodes_live: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        let rpc_duration = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let ingest_rows = Counter::default();
+        let search_queries = Counter::default();
+        let search_fanout_duration = latency_histogram();
+        let raft_term = Gauge::default();
+        let raft_leader = Gauge::default();
+        let shard_nodes_live = Gauge::default();
+        registry.register(
+            "longbow_rpc_requests",
+            "Client RPCs by method and status",
+            rpc_requests.clone(),
+        );
+        registry.register(
+            "longbow_rpc_duration_seconds",
+            "Client RPC latency by method and status",
+            rpc_duration.clone(),
+        );
+        registry.register(
+            "longbow_ingest_rows",
+            "Rows acknowledged durable to clients",
+            ingest_rows.clone(),
+        );
+        registry.register(
+            "longbow_search_queries",
+            "Search queries answered",
+            search_queries.clone(),
+        );
+        registry.register(
+            "longbow_search_fanout_duration_seconds",
+            "Latency of one shard call in a scatter-gather search",
+            search_fanout_duration.clone(),
+        );
+        registry.register(
+            "longbow_raft_term",
+            "Current Raft term of the catalog group",
+            raft_term.clone(),
+        );
+        registry.register(
+            "longbow_raft_leader",
+            "Node id of the catalog Raft leader (0 = none)",
+            raft_leader.clone(),
+        );
+        registry.register(
+            "longbow_shard_nodes_live",
+            "Shard nodes with a recent heartbeat",
+            shard_nodes_live.clone(),
+        );
+        Metrics {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            ingest_rows,
+            search_queries,
+            search_fanout_duration,
+            raft_term,
+            raft_leader,
+            shard_nodes_live,
+        }
+    }
+}
+
+impl Metrics {
+    /// Record one finished RPC.
+    pub fn rpc(&self, method: &str, started: Instant, code: tonic::Code) {
+        let labels = RpcLabels {
+            method: method.to_string(),
+            status: format!("{code:?}"),
+        };
+        self.rpc_requests.get_or_create(&labels).inc();
+        self.rpc_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,348 @@
+//! Namespace lifecycle through the catalog: create (placement + replicas), delete, stats,
+//! readiness, and growing the payload schema.
+
+use arrow_schema::Schema;
+use longbow_common::model::validate_dim;
+use longbow_common::payload_schema::PayloadSchema;
+use longbow_common::shard_api::{
+    decode_schema, encode_schema, CreateReplicaRequest, ReplicaKey, ReplicaStats,
+    ACTION_CREATE_REPLICA, ACTION_DROP_REPLICA, ACTION_REPLICA_STATS,
+};
+use longbow_common::{ContractError, IdType, IndexParams, Metric};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{place, CatalogCommand, CatalogResponse, NamespaceMeta};
+use crate::error::{CoordinatorError, Result};
+use crate::node::Coordinator;
+
+/// Most shards a namespace may have.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// `CreateNamespace` body.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CreateNamespaceRequest {
+    /// Namespace name (`namespace` and `dataset` are accepted too).
+    #[serde(alias = "namespace", alias = "dataset")]
+    pub name: String,
+    /// Vector dimension.
+    pub dim: usize,
+    /// Metric (default l2).
+    #[serde(default)]
+    pub metric: Metric,
+    /// Id type (default uint64).
+    #[serde(default)]
+    pub id_type: IdType,
+    /// Shards (default: the coordinator's `default_shards`).
+    #[serde(default)]
+    pub shards: Option<u32>,
+    /// Replicas per shard (only 1 until replication lands).
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    /// HNSW parameters.
+    #[serde(default)]
+    pub index: IndexParams,
+}
+
+/// Per-shard part of namespace stats.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStats {
+    /// Shard number.
+    pub shard: u32,
+    /// Node holding the primary.
+    pub primary: u64,
+    /// Placement epoch.
+    pub epoch: u64,
+    /// Replica statistics (LSN, counts, bytes).
+    pub replica: ReplicaStats,
+}
+
+/// `GetNamespace` result.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespaceStats {
+    /// Name.
+    pub name: String,
+    /// Dimension.
+    pub dim: usize,
+    /// Metric.
+    pub metric: Metric,
+    /// Id type.
+    pub id_type: IdType,
+    /// HNSW parameters.
+    pub index: IndexParams,
+    /// Shard count.
+    pub shards: u32,
+    /// Replication factor.
+    pub replication_factor: u32,
+    /// Live rows.
+    pub count: u64,
+    /// Deleted or replaced row versions not yet compacted.
+    pub deleted: u64,
+    /// Memory bytes over all replicas.
+    pub memory_bytes: u64,
+    /// Disk bytes over all replicas.
+    pub disk_bytes: u64,
+    /// Rows not yet linked into a graph (searched exactly meanwhile).
+    pub indexing_lag: u64,
+    /// Payload columns as `name: type`.
+    pub payload_columns: Vec<String>,
+    /// Per shard.
+    pub per_shard: Vec<ShardStats>,
+}
+
+/// Check a namespace name (same rule as shard directories).
+pub fn validate_name(name: &str) -> Result<(), ContractError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ContractError::invalid(
+            "name",
+            format!(
+                "'{name}' must be 1-128 characters of A-Z a-z 0-9 _ - . and not start with '.'"
+            ),
+        ))
+    }
+}
+
+impl Coordinator {
+    /// Create a namespace: choose placement, commit it through Raft, create the replicas.
+    pub async fn create_namespace(
+        &self,
+        req: CreateNamespaceRequest,
+        payload: Option<&Schema>,
+    ) -> Result<NamespaceMeta> {
+        validate_name(&req.name)?;
+        validate_dim("dim", req.dim)?;
+        req.index.validate()?;
+        let shards = req.shards.unwrap_or(self.config.default_shards);
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(ContractError::invalid(
+                "shards",
+                format!("must be in 1..={MAX_SHARDS}, got {shards}"),
+            )
+            .into());
+        }
+        let rf = req.replication_factor.unwrap_or(1);
+        if rf != 1 {
+            return Err(ContractError::invalid(
+                "replication_factor",
+                format!("only 1 is supported until replication lands, got {rf}"),
+            )
+            .into());
+        }
+        if self.group.catalog.read().namespaces.contains_key(&req.name) {
+            return Err(CoordinatorError::NamespaceExists(req.name));
+        }
+        let payload_schema = match payload {
+            Some(s) if !s.fields().is_empty() => {
+                Some(encode_schema(&PayloadSchema::from_schema(s)?.to_arrow())?)
+            }
+            _ => None,
+        };
+        let live = self.live_nodes();
+        let load: Vec<(u64, u64)> = {
+            let cat = self.group.catalog.read();
+            live.iter()
+                .map(|&id| {
+                    let hosted = cat
+                        .namespaces
+                        .values()
+                        .flat_map(|ns| &ns.placement)
+                        .filter(|r| r.primary == id)
+                        .count();
+                    (id, hosted as u64)
+                })
+                .collect()
+        };
+        let placement = place(shards, &load).ok_or_else(|| {
+            CoordinatorError::Unavailable("no live shard node to place replicas on".into())
+        })?;
+        let meta = NamespaceMeta {
+            name: req.name.clone(),
+            dim: req.dim,
+            metric: req.metric,
+            id_type: req.id_type,
+            index: req.index,
+            shards,
+            replication_factor: rf,
+            payload_schema,
+            placement,
+        };
+        match self
+            .group
+            .write(CatalogCommand::CreateNamespace(meta.clone()))
+            .await?
+        {
+            CatalogResponse::Ok => {}
+            CatalogResponse::AlreadyExists(n) => return Err(CoordinatorError::NamespaceExists(n)),
+            other => {
+                return Err(CoordinatorError::Internal(format!(
+                    "unexpected catalog reply {other:?}"
+                )))
+            }
+        }
+        if let Err(e) = self.create_replicas(&meta).await {
+            tracing::warn!(namespace = %meta.name, error = %e, "creating replicas failed; rolling the namespace back");
+            let _ = self.delete_namespace(&meta.name).await;
+            return Err(e);
+        }
+        Ok(meta)
+    }
+
+    async fn create_replicas(&self, meta: &NamespaceMeta) -> Result<()> {
+        let calls = (0..meta.shards).map(|shard| async move {
+            let addr = self.primary_addr(meta, shard)?;
+            let req = CreateReplicaRequest {
+                namespace: meta.name.clone(),
+                shard,
+                dim: meta.dim,
+                metric: meta.metric,
+                id_type: meta.id_type,
+                index: meta.index,
+                payload_schema: meta.payload_schema.clone(),
+            };
+            match self
+                .bounded(self.shards.action::<serde_json::Value>(
+                    &addr,
+                    ACTION_CREATE_REPLICA,
+                    &req,
+                ))
+                .await
+            {
+                Ok(_) => Ok(()),
+                // A retried create finds the replica already there.
+                Err(CoordinatorError::Shard { status, .. })
+                    if status.code() == tonic::Code::AlreadyExists =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        });
+        futures::future::try_join_all(calls).await?;
+        Ok(())
+    }
+
+    /// Delete a namespace from the catalog, then drop its replicas.
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        let meta = self.namespace(name)?;
+        match self
+            .group
+            .write(CatalogCommand::DeleteNamespace {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            CatalogResponse::Ok => {}
+            CatalogResponse::NotFound(n) => return Err(CoordinatorError::NamespaceNotFound(n)),
+            other => {
+                return Err(CoordinatorError::Internal(format!(
+                    "unexpected catalog reply {other:?}"
+                )))
+            }
+        }
+        for shard in 0..meta.shards {
+            let Ok(addr) = self.primary_addr(&meta, shard) else {
+                continue;
+            };
+            let key = ReplicaKey {
+                namespace: name.to_string(),
+                shard,
+            };
+            match self
+                .shards
+                .action::<serde_json::Value>(&addr, ACTION_DROP_REPLICA, &key)
+                .await
+            {
+                Ok(_) => {}
+                Err(CoordinatorError::Shard { status, .. })
+                    if status.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(namespace = name, shard, error = %e, "dropping a replica failed; its files stay until retried")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Aggregate statistics from every shard.
+    pub async fn namespace_stats(&self, name: &str) -> Result<NamespaceStats> {
+        let meta = self.namespace(name)?;
+        let calls = (0..meta.shards).map(|shard| {
+            let meta = &meta;
+            async move {
+                let addr = self.primary_addr(meta, shard)?;
+                let key = ReplicaKey {
+                    namespace: meta.name.clone(),
+                    shard,
+                };
+                let replica: ReplicaStats = self
+                    .bounded(self.shards.action(&addr, ACTION_REPLICA_STATS, &key))
+                    .await?;
+                let set = &meta.placement[shard as usize];
+                Ok::<_, CoordinatorError>(ShardStats {
+                    shard,
+                    primary: set.primary,
+                    epoch: set.epoch,
+                    replica,
+                })
+            }
+        });
+        let per_shard = futures::future::try_join_all(calls).await?;
+        let sum =
+            |f: fn(&ReplicaStats) -> u64| per_shard.iter().map(|s| f(&s.replica)).sum::<u64>();
+        Ok(NamespaceStats {
+            name: meta.name.clone(),
+            dim: meta.dim,
+            metric: meta.metric,
+            id_type: meta.id_type,
+            index: meta.index,
+            shards: meta.shards,
+            replication_factor: meta.replication_factor,
+            count: sum(|r| r.count),
+            deleted: sum(|r| r.deleted),
+            memory_bytes: sum(|r| r.memory_bytes),
+            disk_bytes: sum(|r| r.disk_bytes),
+            indexing_lag: sum(|r| r.indexing_lag),
+            payload_columns: payload_of(&meta)?
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect(),
+            per_shard,
+        })
+    }
+
+    /// Grow the namespace's payload schema in the catalog if `conformed` added columns.
+    pub async fn record_schema(
+        &self,
+        name: &str,
+        before: &PayloadSchema,
+        after: &PayloadSchema,
+    ) -> Result<()> {
+        if before == after {
+            return Ok(());
+        }
+        let encoded = encode_schema(&after.to_arrow())?;
+        self.group
+            .write(CatalogCommand::SetPayloadSchema {
+                name: name.to_string(),
+                payload_schema: encoded,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The payload schema stored for a namespace.
+pub fn payload_of(meta: &NamespaceMeta) -> Result<PayloadSchema> {
+    Ok(match &meta.payload_schema {
+        Some(s) => PayloadSchema::from_schema(&decode_schema(s)?)?,
+        None => PayloadSchema::default(),
+    })
+}

@@ -1,0 +1,180 @@
+//! The coordinator: the catalog group, the shard connection pool, liveness of shard nodes
+//! and the limits every request shares. Request logic lives in the sibling modules
+//! (`namespaces`, `ingest`, `search`, `reads`), which all work through this type.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use crate::catalog::{NamespaceMeta, NodeId};
+use crate::error::{CoordinatorError, Result};
+use crate::metrics::Metrics;
+use crate::raft::CatalogGroup;
+use crate::shards::ShardClients;
+
+/// Coordinator settings.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// This coordinator's Raft id.
+    pub node_id: u64,
+    /// Where the Raft log and state machine live.
+    pub data_dir: PathBuf,
+    /// Address peers reach this coordinator's internal port at.
+    pub internal_addr: String,
+    /// Shards of a namespace created without `shards` (also on auto-create).
+    pub default_shards: u32,
+    /// Shard calls one request may have in flight at once.
+    pub max_fanout: usize,
+    /// Shard calls the whole coordinator may have in flight at once; beyond it requests
+    /// wait, and past `request_timeout` they fail with RESOURCE_EXHAUSTED.
+    pub inflight_budget: usize,
+    /// Deadline of one client request (a client's own gRPC deadline may be shorter).
+    pub request_timeout: Duration,
+    /// A shard node without a heartbeat for this long is not given new replicas.
+    pub heartbeat_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for a coordinator storing its catalog under `data_dir`.
+    pub fn new(data_dir: PathBuf, internal_addr: String) -> Self {
+        CoordinatorConfig {
+            node_id: 1,
+            data_dir,
+            internal_addr,
+            default_shards: 2,
+            max_fanout: 16,
+            inflight_budget: 256,
+            request_timeout: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    /// Settings.
+    pub config: CoordinatorConfig,
+    /// The Raft-replicated catalog.
+    pub group: CatalogGroup,
+    /// Connections to shard nodes.
+    pub shards: ShardClients,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Global budget of in-flight shard calls.
+    pub inflight: Arc<Semaphore>,
+    heartbeats: Mutex<HashMap<NodeId, Instant>>,
+    /// Serialises payload-schema growth.
+    pub(crate) schema_lock: tokio::sync::Mutex<()>,
+}
+
+impl Coordinator {
+    /// Start the catalog group and wait until it has a leader.
+    pub async fn start(
+        config: CoordinatorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Coordinator>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            CoordinatorError::Storage(format!("{}: {e}", config.data_dir.display()))
+        })?;
+        let group =
+            CatalogGroup::start(config.node_id, &config.internal_addr, &config.data_dir).await?;
+        group.wait_leader(Duration::from_secs(10)).await?;
+        let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
+        Ok(Arc::new(Coordinator {
+            config,
+            group,
+            shards: ShardClients::default(),
+            metrics,
+            inflight,
+            heartbeats: Mutex::new(HashMap::new()),
+            schema_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Record a heartbeat (or registration) of a shard node.
+    pub fn heartbeat(&self, node: NodeId) {
+        self.heartbeats.lock().insert(node, Instant::now());
+        self.refresh_gauges();
+    }
+
+    /// Ids of shard nodes with a recent heartbeat.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        let timeout = self.config.heartbeat_timeout;
+        let mut live: Vec<NodeId> = self
+            .heartbeats
+            .lock()
+            .iter()
+            .filter(|(_, t)| t.elapsed() < timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        live.sort_unstable();
+        live
+    }
+
+    /// Update the Raft and liveness gauges.
+    pub fn refresh_gauges(&self) {
+        let (term, leader) = self.group.term_and_leader();
+        self.metrics.raft_term.set(term as i64);
+        self.metrics.raft_leader.set(leader.unwrap_or(0) as i64);
+        self.metrics
+            .shard_nodes_live
+            .set(self.live_nodes().len() as i64);
+    }
+
+    /// A namespace's catalog entry (accepting the `dataset` spelling's value as-is).
+    pub fn namespace(&self, name: &str) -> Result<NamespaceMeta> {
+        self.group
+            .catalog
+            .read()
+            .namespaces
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoordinatorError::NamespaceNotFound(name.to_string()))
+    }
+
+    /// The address of the node holding shard `shard`'s primary.
+    pub fn primary_addr(&self, ns: &NamespaceMeta, shard: u32) -> Result<String> {
+        let set = ns.placement.get(shard as usize).ok_or_else(|| {
+            CoordinatorError::Internal(format!(
+                "namespace {} has no placement for shard {shard}",
+                ns.name
+            ))
+        })?;
+        self.group
+            .catalog
+            .read()
+            .nodes
+            .get(&set.primary)
+            .map(|n| n.address.clone())
+            .ok_or_else(|| {
+                CoordinatorError::Unavailable(format!(
+                    "shard node {} is not registered",
+                    set.primary
+                ))
+            })
+    }
+
+    /// Run `f` holding a permit of the global in-flight budget, within the request deadline.
+    pub async fn bounded<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let deadline = self.config.request_timeout;
+        let permit = tokio::time::timeout(deadline, self.inflight.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                CoordinatorError::Overloaded("too many shard calls in flight; retry later".into())
+            })?
+            .map_err(|_| CoordinatorError::Unavailable("coordinator is shutting down".into()))?;
+        let started = Instant::now();
+        let out = tokio::time::timeout(deadline, f).await.map_err(|_| {
+            CoordinatorError::Deadline(format!("shard call took longer than {deadline:?}"))
+        })?;
+        self.metrics
+            .search_fanout_duration
+            .observe(started.elapsed().as_secs_f64());
+        drop(permit);
+        out
+    }
+}

@@ -1,0 +1,281 @@
+//! Get by ids, filtered scans and deletes: route ids to their shards, broadcast filters, and
+//! put the shard answers together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow_schema::{Field, Schema, SchemaRef};
+use longbow_common::ids::ids_from_array;
+use longbow_common::shard_api::{
+    DeleteRequest, DeleteResponse, GetRequest, ScanRequest, ShardTicket, ACTION_DELETE_ROWS,
+};
+use longbow_common::{columns, ContractError, Filter, IdValue};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::NamespaceMeta;
+use crate::error::{CoordinatorError, Result};
+use crate::namespaces::payload_of;
+use crate::node::Coordinator;
+use crate::routing::shard_of;
+
+/// `get` ticket body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetRecords {
+    /// Namespace (`dataset` accepted).
+    #[serde(alias = "dataset")]
+    pub namespace: String,
+    /// Ids to fetch.
+    pub ids: Vec<serde_json::Value>,
+    /// Payload columns (all when absent).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Return vectors (default true).
+    #[serde(default = "yes")]
+    pub include_vectors: bool,
+}
+
+/// `scan` ticket body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanRecords {
+    /// Namespace (`dataset` accepted).
+    #[serde(alias = "dataset")]
+    pub namespace: String,
+    /// Filter.
+    #[serde(default)]
+    pub filter: Option<serde_json::Value>,
+    /// Payload columns (all when absent).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Return vectors.
+    #[serde(default)]
+    pub include_vectors: bool,
+    /// At most this many rows.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `Delete` action body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteRecords {
+    /// Namespace (`dataset` accepted).
+    #[serde(alias = "dataset")]
+    pub namespace: String,
+    /// Ids.
+    #[serde(default)]
+    pub ids: Option<Vec<serde_json::Value>>,
+    /// Filter.
+    #[serde(default)]
+    pub filter: Option<serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The record schema: `id`, the chosen payload columns, optionally `vector`.
+fn record_schema(
+    meta: &NamespaceMeta,
+    cols: &[String],
+    include_vectors: bool,
+) -> Result<SchemaRef> {
+    let payload = payload_of(meta)?;
+    let mut fields = vec![Field::new(columns::ID, meta.id_type.data_type(), false)];
+    for c in cols {
+        let f = payload.field(c).ok_or_else(|| {
+            ContractError::invalid(
+                format!("columns[{c}]"),
+                format!("is not a payload column of namespace '{}'", meta.name),
+            )
+        })?;
+        fields.push(f.clone());
+    }
+    if include_vectors {
+        fields.push(Field::new(
+            columns::VECTOR,
+            columns::vector_type(meta.dim),
+            false,
+        ));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Cast shard batches to `schema` (all-null columns from shards that never saw a column).
+fn conform(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let arrays: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| match b.column_by_name(f.name()) {
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => arrow_cast::cast(c, f.data_type()),
+                    None => Ok(arrow_array::new_null_array(f.data_type(), b.num_rows())),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+            RecordBatch::try_new(schema.clone(), arrays)
+                .map_err(|e| CoordinatorError::Internal(e.to_string()))
+        })
+        .collect()
+}
+
+fn parse_ids(meta: &NamespaceMeta, ids: &[serde_json::Value]) -> Result<Vec<IdValue>> {
+    Ok(ids
+        .iter()
+        .enumerate()
+        .map(|(i, v)| IdValue::from_json(&format!("ids[{i}]"), v, meta.id_type))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+impl Coordinator {
+    /// Records by id, in request order (missing ids skipped).
+    pub async fn get(&self, req: &GetRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let meta = self.namespace(&req.namespace)?;
+        let cols = req.columns.clone().unwrap_or_else(|| all_columns(&meta));
+        let schema = record_schema(&meta, &cols, req.include_vectors)?;
+        let ids = parse_ids(&meta, &req.ids)?;
+        let mut by_shard: HashMap<u32, Vec<serde_json::Value>> = HashMap::new();
+        for id in &ids {
+            by_shard
+                .entry(shard_of(id, meta.shards))
+                .or_default()
+                .push(id.to_json());
+        }
+        let calls = by_shard.into_iter().map(|(shard, ids)| {
+            let (meta, cols) = (&meta, &cols);
+            async move {
+                let addr = self.primary_addr(meta, shard)?;
+                let t = ShardTicket::Get(GetRequest {
+                    namespace: meta.name.clone(),
+                    shard,
+                    ids,
+                    columns: Some(cols.clone()),
+                    include_vectors: req.include_vectors,
+                    allow_missing_columns: true,
+                });
+                self.bounded(self.shards.get(&addr, &t)).await
+            }
+        });
+        let parts: Vec<RecordBatch> = futures::future::try_join_all(calls)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let parts = conform(&schema, parts)?;
+        if parts.is_empty() {
+            return Ok((schema.clone(), vec![RecordBatch::new_empty(schema)]));
+        }
+        let all = arrow_select::concat::concat_batches(&schema, &parts)
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        // Restore request order.
+        let got = ids_from_array(all.column(0).as_ref(), meta.id_type)?;
+        let pos: HashMap<&IdValue, u32> = got
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id, i as u32))
+            .collect();
+        let order: Vec<u32> = ids.iter().filter_map(|id| pos.get(id).copied()).collect();
+        let ordered = arrow_select::take::take_record_batch(&all, &UInt32Array::from(order))
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        Ok((schema, vec![ordered]))
+    }
+
+    /// Live records matching a filter, from every shard, at most `limit`.
+    pub async fn scan(&self, req: &ScanRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let meta = self.namespace(&req.namespace)?;
+        let cols = req.columns.clone().unwrap_or_else(|| all_columns(&meta));
+        let schema = record_schema(&meta, &cols, req.include_vectors)?;
+        if let Some(f) = &req.filter {
+            Filter::parse("filter", f)?;
+        }
+        let limit = req.limit.unwrap_or(usize::MAX);
+        let calls = (0..meta.shards).map(|shard| {
+            let (meta, cols) = (&meta, &cols);
+            async move {
+                let addr = self.primary_addr(meta, shard)?;
+                let t = ShardTicket::Scan(ScanRequest {
+                    namespace: meta.name.clone(),
+                    shard,
+                    filter: req.filter.clone(),
+                    columns: Some(cols.clone()),
+                    include_vectors: req.include_vectors,
+                    limit: req.limit,
+                    allow_missing_columns: true,
+                });
+                self.bounded(self.shards.get(&addr, &t)).await
+            }
+        });
+        let parts: Vec<RecordBatch> = futures::future::try_join_all(calls)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut out = Vec::new();
+        let mut left = limit;
+        for b in conform(&schema, parts)? {
+            if left == 0 {
+                break;
+            }
+            let take = b.num_rows().min(left);
+            if take > 0 {
+                out.push(b.slice(0, take));
+                left -= take;
+            }
+        }
+        Ok((schema, out))
+    }
+
+    /// Delete by ids and/or filter; returns rows deleted.
+    pub async fn delete(&self, req: &DeleteRecords) -> Result<u64> {
+        let meta = self.namespace(&req.namespace)?;
+        let ids = parse_ids(&meta, req.ids.as_deref().unwrap_or_default())?;
+        if let Some(f) = &req.filter {
+            Filter::parse("filter", f)?;
+        }
+        if ids.is_empty() && req.filter.is_none() {
+            return Err(ContractError::invalid("ids", "give ids or a filter").into());
+        }
+        let mut by_shard: HashMap<u32, Vec<serde_json::Value>> = HashMap::new();
+        for id in &ids {
+            by_shard
+                .entry(shard_of(id, meta.shards))
+                .or_default()
+                .push(id.to_json());
+        }
+        let shards: Vec<u32> = if req.filter.is_some() {
+            (0..meta.shards).collect()
+        } else {
+            by_shard.keys().copied().collect()
+        };
+        let calls = shards.into_iter().map(|shard| {
+            let meta = &meta;
+            let ids = by_shard.get(&shard).cloned();
+            async move {
+                let addr = self.primary_addr(meta, shard)?;
+                let body = DeleteRequest {
+                    namespace: meta.name.clone(),
+                    shard,
+                    ids,
+                    filter: req.filter.clone(),
+                };
+                let r: DeleteResponse = self
+                    .bounded(self.shards.action(&addr, ACTION_DELETE_ROWS, &body))
+                    .await?;
+                Ok::<_, CoordinatorError>(r.deleted)
+            }
+        });
+        Ok(futures::future::try_join_all(calls)
+            .await?
+            .into_iter()
+            .sum())
+    }
+}
+
+/// Every payload column of a namespace.
+pub fn all_columns(meta: &NamespaceMeta) -> Vec<String> {
+    payload_of(meta)
+        .map(|p| p.fields().iter().map(|f| f.name().clone()).collect())
+        .unwrap_or_default()
+}

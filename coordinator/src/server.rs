@@ -1,0 +1,149 @@
+//! Running a coordinator: bind its ports, start the catalog, serve the client API on the data
+//! and meta ports, the internal API, and HTTP health/metrics, until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use longbow_common::http::Health;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::error::{CoordinatorError, Result};
+use crate::internal::InternalService;
+use crate::metrics::Metrics;
+use crate::node::{Coordinator, CoordinatorConfig};
+use crate::service::ClientService;
+
+/// The four listeners of a coordinator.
+pub struct Listeners {
+    /// Data port (DoPut, DoExchange, DoGet; actions too).
+    pub data: TcpListener,
+    /// Meta port (actions, ListFlights, GetFlightInfo).
+    pub meta: TcpListener,
+    /// Internal port (Raft, shard registration).
+    pub internal: TcpListener,
+    /// HTTP port (`/metrics`, `/healthz`, `/readyz`).
+    pub http: TcpListener,
+}
+
+/// Addresses a running coordinator serves on.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// Data port.
+    pub data: SocketAddr,
+    /// Meta port.
+    pub meta: SocketAddr,
+    /// Internal port.
+    pub internal: SocketAddr,
+    /// HTTP port.
+    pub http: SocketAddr,
+}
+
+impl Health for Coordinator {
+    fn metrics_text(&self) -> String {
+        self.refresh_gauges();
+        self.metrics.encode()
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let (_, leader) = self.group.term_and_leader();
+        if leader.is_none() {
+            return Some("no catalog Raft leader".into());
+        }
+        if self.live_nodes().is_empty() {
+            return Some("no live shard node".into());
+        }
+        None
+    }
+}
+
+/// A started coordinator; dropping the shutdown sender stops it.
+pub struct RunningCoordinator {
+    /// The coordinator.
+    pub coord: Arc<Coordinator>,
+    /// Where it serves.
+    pub endpoints: Endpoints,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn addr(l: &TcpListener) -> Result<SocketAddr> {
+    l.local_addr()
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))
+}
+
+/// Start a coordinator on `listeners`; it stops when `shutdown` turns true.
+pub async fn start(
+    mut config: CoordinatorConfig,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunningCoordinator> {
+    let endpoints = Endpoints {
+        data: addr(&listeners.data)?,
+        meta: addr(&listeners.meta)?,
+        internal: addr(&listeners.internal)?,
+        http: addr(&listeners.http)?,
+    };
+    config.internal_addr = endpoints.internal.to_string();
+    let coord = Coordinator::start(config, Arc::new(Metrics::default())).await?;
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut tasks = Vec::new();
+    let grpc = |svc: tonic::transport::server::Router,
+                l: TcpListener,
+                rx: watch::Receiver<bool>,
+                name: &'static str| {
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            if let Err(e) = svc.serve_with_incoming_shutdown(incoming, stop(rx)).await {
+                tracing::error!(port = name, error = %e, "server stopped with an error");
+            }
+        })
+    };
+    let client = ClientService::new(coord.clone());
+    tasks.push(grpc(
+        tonic::transport::Server::builder().add_service(client.clone().into_server()),
+        listeners.data,
+        shutdown.clone(),
+        "data",
+    ));
+    tasks.push(grpc(
+        tonic::transport::Server::builder().add_service(client.into_server()),
+        listeners.meta,
+        shutdown.clone(),
+        "meta",
+    ));
+    tasks.push(grpc(
+        tonic::transport::Server::builder()
+            .add_service(InternalService::new(coord.clone()).into_server()),
+        listeners.internal,
+        shutdown.clone(),
+        "internal",
+    ));
+    let health: Arc<dyn Health> = coord.clone();
+    let http_stop = stop(shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = longbow_common::http::serve(listeners.http, health, http_stop).await {
+            tracing::error!(error = %e, "http server stopped with an error");
+        }
+    }));
+    Ok(RunningCoordinator {
+        coord,
+        endpoints,
+        tasks,
+    })
+}
+
+impl RunningCoordinator {
+    /// Wait for the servers to finish (after shutdown was signalled), then stop Raft.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.coord.group.shutdown().await;
+    }
+}

@@ -1,0 +1,153 @@
+//! Typed calls to shard nodes over pooled Flight connections.
+//!
+//! One HTTP/2 channel per shard address is kept and shared (cheap clones, many concurrent
+//! streams per connection). Errors from a shard keep their gRPC code, so a shard's
+//! INVALID_ARGUMENT naming a field reaches the client unchanged.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use futures::{StreamExt, TryStreamExt};
+use longbow_common::shard_api::{SearchCommand, ShardTicket, WriteAck, WriteCommand};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::error::{CoordinatorError, Result};
+
+/// Largest message exchanged with shards.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Pooled connections to shard nodes.
+#[derive(Default)]
+pub struct ShardClients {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+fn shard_err(addr: &str, e: FlightError) -> CoordinatorError {
+    let status = match e {
+        FlightError::Tonic(s) => *s,
+        other => tonic::Status::unavailable(other.to_string()),
+    };
+    CoordinatorError::Shard {
+        shard: addr.to_string(),
+        status: Box::new(status),
+    }
+}
+
+impl ShardClients {
+    fn client(&self, addr: &str) -> Result<FlightClient> {
+        let mut channels = self.channels.lock();
+        let ch = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let ch = Channel::from_shared(format!("http://{addr}"))
+                    .map_err(|e| {
+                        CoordinatorError::Internal(format!("bad shard address {addr}: {e}"))
+                    })?
+                    .connect_timeout(Duration::from_secs(5))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(addr.to_string(), ch.clone());
+                ch
+            }
+        };
+        let inner = arrow_flight::flight_service_client::FlightServiceClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(FlightClient::new_from_inner(inner))
+    }
+
+    /// Run a JSON action on a shard node.
+    pub async fn action<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        kind: &str,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        let mut c = self.client(addr)?;
+        let body =
+            serde_json::to_vec(body).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let mut stream = c
+            .do_action(Action::new(kind, body))
+            .await
+            .map_err(|e| shard_err(addr, e))?;
+        let bytes = stream
+            .next()
+            .await
+            .ok_or_else(|| {
+                CoordinatorError::Internal(format!("shard {addr} sent no reply to {kind}"))
+            })?
+            .map_err(|e| shard_err(addr, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CoordinatorError::Internal(format!("shard {addr} reply to {kind}: {e}")))
+    }
+
+    /// Write one batch to a replica; returns once it is durable there.
+    pub async fn write(
+        &self,
+        addr: &str,
+        namespace: &str,
+        shard: u32,
+        batch: RecordBatch,
+    ) -> Result<WriteAck> {
+        let mut c = self.client(addr)?;
+        let cmd = WriteCommand {
+            op: "write".into(),
+            namespace: namespace.into(),
+            shard,
+        };
+        let cmd =
+            serde_json::to_vec(&cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let data = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
+            .build(futures::stream::iter([Ok(batch)]));
+        let mut results = c.do_put(data).await.map_err(|e| shard_err(addr, e))?;
+        let first = results
+            .next()
+            .await
+            .ok_or_else(|| {
+                CoordinatorError::Unavailable(format!(
+                    "shard {addr} closed the write without an ack"
+                ))
+            })?
+            .map_err(|e| shard_err(addr, e))?;
+        serde_json::from_slice(&first.app_metadata)
+            .map_err(|e| CoordinatorError::Internal(format!("shard ack: {e}")))
+    }
+
+    /// Search one replica with a batch of queries.
+    pub async fn search(
+        &self,
+        addr: &str,
+        cmd: &SearchCommand,
+        queries: RecordBatch,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut c = self.client(addr)?;
+        let cmd = serde_json::to_vec(cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let data = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
+            .build(futures::stream::iter([Ok(queries)]));
+        let stream = c.do_exchange(data).await.map_err(|e| shard_err(addr, e))?;
+        stream.try_collect().await.map_err(|e| shard_err(addr, e))
+    }
+
+    /// Run a get or scan ticket on a shard.
+    pub async fn get(&self, addr: &str, ticket: &ShardTicket) -> Result<Vec<RecordBatch>> {
+        let mut c = self.client(addr)?;
+        let t =
+            serde_json::to_vec(ticket).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let stream = c
+            .do_get(Ticket::new(t))
+            .await
+            .map_err(|e| shard_err(addr, e))?;
+        stream.try_collect().await.map_err(|e| shard_err(addr, e))
+    }
+}

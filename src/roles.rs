@@ -1,0 +1,246 @@
+//! Running each role: bind ports, start services, wait for SIGINT/SIGTERM, stop cleanly
+//! (queued writes are committed before replicas close, so nothing acknowledged is lost).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use longbow_coordinator::server::{self, Listeners};
+use longbow_coordinator::CoordinatorConfig;
+use longbow_shard::replica::ReplicaSettings;
+use longbow_shard::{NodeConfig, ShardNode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::{CoordinatorArgs, LimitArgs, LocalArgs, ShardArgs, StorageArgs};
+
+/// Heartbeat period of shard nodes.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown requested");
+    let _ = tx.send(true);
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+fn coordinator_config(
+    data_dir: std::path::PathBuf,
+    default_shards: u32,
+    node_id: u64,
+    limits: &LimitArgs,
+) -> CoordinatorConfig {
+    let mut c = CoordinatorConfig::new(data_dir, String::new());
+    c.node_id = node_id;
+    c.default_shards = default_shards;
+    c.max_fanout = limits.max_fanout;
+    c.inflight_budget = limits.inflight_budget;
+    c.request_timeout = Duration::from_secs(limits.request_timeout_secs.max(1));
+    c
+}
+
+fn replica_settings(s: &StorageArgs) -> ReplicaSettings {
+    ReplicaSettings {
+        segment_capacity: s.segment_rows,
+        wal_segment_bytes: s.wal_segment_bytes,
+        ..ReplicaSettings::default()
+    }
+}
+
+/// A shard node serving in this process.
+struct ShardHandle {
+    node: Arc<ShardNode>,
+    addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start_shard(
+    data_dir: std::path::PathBuf,
+    listener: TcpListener,
+    advertise: Option<String>,
+    coordinator: Option<String>,
+    http: Option<TcpListener>,
+    storage: &StorageArgs,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<ShardHandle> {
+    let config = NodeConfig {
+        data_dir: data_dir.clone(),
+        replica: replica_settings(storage),
+    };
+    let node = tokio::task::spawn_blocking(move || ShardNode::open(config))
+        .await?
+        .with_context(|| format!("opening shard data directory {}", data_dir.display()))?;
+    let node = Arc::new(node);
+    let addr = listener.local_addr()?;
+    let mut tasks = Vec::new();
+    let (n, rx) = (node.clone(), stop.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = longbow_shard::service::serve(n, listener, wait(rx)).await {
+            tracing::error!(error = %e, "shard service stopped with an error");
+        }
+    }));
+    if let Some(http) = http {
+        let (health, rx): (Arc<dyn longbow_common::http::Health>, _) = (node.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = longbow_common::http::serve(http, health, wait(rx)).await {
+                tracing::error!(error = %e, "http server stopped with an error");
+            }
+        }));
+    }
+    if let Some(coord) = coordinator {
+        let key = node.node_key()?;
+        let advertised = advertise.unwrap_or_else(|| addr.to_string());
+        // Register before returning, so callers can place replicas at once.
+        longbow_shard::membership::register(&coord, &key, &advertised)
+            .await
+            .map_err(|s| {
+                anyhow::anyhow!("registering with coordinator {coord}: {}", s.message())
+            })?;
+        tasks.push(tokio::spawn(longbow_shard::membership::run(
+            coord, key, advertised, HEARTBEAT, stop,
+        )));
+    }
+    Ok(ShardHandle { node, addr, tasks })
+}
+
+async fn wait(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl ShardHandle {
+    async fn stop(self) -> anyhow::Result<()> {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let node = self.node;
+        tokio::task::spawn_blocking(move || node.shutdown()).await?;
+        Ok(())
+    }
+}
+
+pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let listeners = Listeners {
+        data: bind((args.host, args.data_port).into()).await?,
+        meta: bind((args.host, args.meta_port).into()).await?,
+        internal: bind((args.host, args.internal_port).into()).await?,
+        http: bind((args.host, args.http_port).into()).await?,
+    };
+    let config = coordinator_config(
+        args.data_dir,
+        args.default_shards,
+        args.node_id,
+        &args.limits,
+    );
+    let running = server::start(config, listeners, rx).await?;
+    let e = running.endpoints;
+    println!(
+        "longbow coordinator: data {} meta {} internal {} http {}",
+        e.data, e.meta, e.internal, e.http
+    );
+    shutdown_signal(tx).await;
+    running.join().await;
+    Ok(())
+}
+
+pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let listener = bind(args.listen).await?;
+    let http = bind((args.listen.ip(), args.http_port).into()).await?;
+    let http_addr = http.local_addr()?;
+    let handle = start_shard(
+        args.data_dir,
+        listener,
+        args.advertise,
+        args.coordinator,
+        Some(http),
+        &args.storage,
+        rx,
+    )
+    .await?;
+    tracing::info!(addr = %handle.addr, simd = longbow_shard::distance::kernels().isa, "shard node serving");
+    println!("longbow shard: flight {} http {}", handle.addr, http_addr);
+    shutdown_signal(tx).await;
+    handle.stop().await?;
+    tracing::info!("shard node stopped");
+    Ok(())
+}
+
+pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.shards >= 1, "--shards must be at least 1");
+    let (tx, rx) = watch::channel(false);
+    let lo: std::net::IpAddr = [127, 0, 0, 1].into();
+    let listeners = Listeners {
+        data: bind((lo, args.data_port).into()).await?,
+        meta: bind((lo, args.meta_port).into()).await?,
+        internal: bind((lo, 0).into()).await?,
+        http: bind((lo, args.http_port).into()).await?,
+    };
+    let config = coordinator_config(
+        args.data_dir.join("coordinator"),
+        args.shards,
+        1,
+        &args.limits,
+    );
+    let running = server::start(config, listeners, rx.clone()).await?;
+    let internal = running.endpoints.internal.to_string();
+    let mut shards = Vec::new();
+    for i in 0..args.shards {
+        let listener = bind((lo, 0).into()).await?;
+        let dir = args.data_dir.join(format!("shard-{i}"));
+        shards.push(
+            start_shard(
+                dir,
+                listener,
+                None,
+                Some(internal.clone()),
+                None,
+                &args.storage,
+                rx.clone(),
+            )
+            .await?,
+        );
+    }
+    let e = running.endpoints;
+    println!(
+        "longbow local ready: data grpc://{} meta grpc://{} http http://{} ({} shard nodes: {})",
+        e.data,
+        e.meta,
+        e.http,
+        shards.len(),
+        shards
+            .iter()
+            .map(|s| s.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    shutdown_signal(tx).await;
+    running.join().await;
+    for s in shards {
+        s.stop().await?;
+    }
+    tracing::info!("longbow local stopped");
+    Ok(())
+}
