@@ -58,15 +58,9 @@ impl CatalogGroup {
                 .validate()
                 .map_err(|e| CoordinatorError::Storage(e.to_string()))?,
         );
-        let raft = Raft::new(
-            id,
-            config,
-            network::Network,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+        let raft = Raft::new(id, config, network::Network, log_store, state_machine)
+            .await
+            .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await

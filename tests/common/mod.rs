@@ -1,0 +1,314 @@
+//! Start the real `longbow local` binary on free loopback ports and talk to it over Flight.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use arrow_schema::{DataType, Field, Schema};
+use futures::{StreamExt, TryStreamExt};
+
+/// A running `longbow local` process.
+pub struct Local {
+    pub child: Child,
+    pub data: String,
+    pub meta: String,
+    pub http: String,
+}
+
+impl Local {
+    /// Start with `shards` shard nodes over `dir`; waits (bounded) for the ready line.
+    pub fn start(dir: &Path, shards: u32) -> Local {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_longbow"))
+            .args([
+                "local",
+                "--data-port",
+                "0",
+                "--meta-port",
+                "0",
+                "--http-port",
+                "0",
+                "--shards",
+            ])
+            .arg(shards.to_string())
+            .arg("--data-dir")
+            .arg(dir)
+            .env("LONGBOW_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn longbow");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("longbow local printed its endpoints");
+        let word = |key: &str| {
+            let rest = line
+                .split(&format!("{key} "))
+                .nth(1)
+                .expect("endpoint in ready line");
+            rest.split_whitespace().next().expect("addr").to_string()
+        };
+        Local {
+            data: word("data"),
+            meta: word("meta"),
+            http: word("http"),
+            child,
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "longbow local exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "longbow local did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    pub async fn data_client(&self) -> FlightClient {
+        connect(&self.data).await
+    }
+
+    pub async fn meta_client(&self) -> FlightClient {
+        connect(&self.meta).await
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn connect(uri: &str) -> FlightClient {
+    let channel = tonic::transport::Channel::from_shared(uri.replace("grpc://", "http://"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    FlightClient::new_from_inner(inner)
+}
+
+pub fn status(e: FlightError) -> tonic::Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(other.to_string()),
+    }
+}
+
+pub async fn action(
+    c: &mut FlightClient,
+    kind: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, tonic::Status> {
+    let mut s = c
+        .do_action(Action::new(kind, serde_json::to_vec(&body).expect("json")))
+        .await
+        .map_err(status)?;
+    let bytes = s.next().await.expect("a result").map_err(status)?;
+    Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+pub fn vectors(data: &[f32], dim: usize) -> ArrayRef {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    Arc::new(
+        FixedSizeListArray::try_new(
+            item,
+            dim as i32,
+            Arc::new(Float32Array::from(data.to_vec())),
+            None,
+        )
+        .expect("list"),
+    )
+}
+
+/// Rows with payload `price = id % 100` and `tag = "t{id % 10}"`.
+pub fn rows(ids: &[u64], data: &[f32], dim: usize) -> RecordBatch {
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                dim as i32,
+            ),
+            false,
+        ),
+        Field::new("price", DataType::Int64, true),
+        Field::new("tag", DataType::Utf8, true),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(UInt64Array::from(ids.to_vec())),
+            vectors(data, dim),
+            Arc::new(Int64Array::from(
+                ids.iter().map(|i| (i % 100) as i64).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                ids.iter()
+                    .map(|i| format!("t{}", i % 10))
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .expect("batch")
+}
+
+pub fn queries(data: &[f32], dim: usize) -> RecordBatch {
+    let schema = Schema::new(vec![Field::new(
+        "vector",
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            dim as i32,
+        ),
+        false,
+    )]);
+    RecordBatch::try_new(Arc::new(schema), vec![vectors(data, dim)]).expect("batch")
+}
+
+/// DoPut to `ns`; returns the `rows` of each PutResult.
+pub async fn put(
+    c: &mut FlightClient,
+    ns: &str,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<u64>, tonic::Status> {
+    put_with_limit(c, ns, batches, 2 << 20).await
+}
+
+/// DoPut sending batches in Flight messages of up to `max_message` bytes.
+pub async fn put_with_limit(
+    c: &mut FlightClient,
+    ns: &str,
+    batches: Vec<RecordBatch>,
+    max_message: usize,
+) -> Result<Vec<u64>, tonic::Status> {
+    let data = FlightDataEncoderBuilder::new()
+        .with_max_flight_data_size(max_message)
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![ns.to_string()])))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let results = c.do_put(data).await.map_err(status)?;
+    let acks: Vec<_> = results.try_collect().await.map_err(status)?;
+    Ok(acks
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.app_metadata).expect("json")["rows"]
+                .as_u64()
+                .expect("rows")
+        })
+        .collect())
+}
+
+/// DoExchange search.
+pub async fn search(
+    c: &mut FlightClient,
+    cmd: serde_json::Value,
+    q: RecordBatch,
+) -> Result<RecordBatch, tonic::Status> {
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+            serde_json::to_vec(&cmd).expect("json"),
+        )))
+        .build(futures::stream::iter([Ok(q)]));
+    let stream = c.do_exchange(data).await.map_err(status)?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(status)?;
+    let schema = batches.first().map(|b| b.schema()).expect("a result batch");
+    Ok(arrow_select::concat::concat_batches(&schema, &batches).expect("concat"))
+}
+
+pub async fn do_get(
+    c: &mut FlightClient,
+    ticket: serde_json::Value,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let s = c
+        .do_get(Ticket::new(serde_json::to_vec(&ticket).expect("json")))
+        .await
+        .map_err(status)?;
+    s.try_collect().await.map_err(status)
+}
+
+pub fn u64s(b: &RecordBatch, name: &str) -> Vec<u64> {
+    b.column_by_name(name)
+        .expect("column")
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .expect("u64")
+        .values()
+        .to_vec()
+}
+
+pub fn f32s(b: &RecordBatch, name: &str) -> Vec<f32> {
+    b.column_by_name(name)
+        .expect("column")
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .expect("f32")
+        .values()
+        .to_vec()
+}
+
+pub fn u32s(b: &RecordBatch, name: &str) -> Vec<u32> {
+    b.column_by_name(name)
+        .expect("column")
+        .as_any()
+        .downcast_ref::<arrow_array::UInt32Array>()
+        .expect("u32")
+        .values()
+        .to_vec()
+}
+
+/// Poll check_readiness until READY (bounded).
+pub async fn wait_ready(c: &mut FlightClient, ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = action(c, "check_readiness", serde_json::json!({"namespace": ns}))
+            .await
+            .expect("readiness");
+        if r["status"] == "READY" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "namespace {ns} never became READY: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
