@@ -249,6 +249,37 @@ async fn merge_across_three_shards_returns_the_known_order() {
     );
     let d = f32s(&res, "distance");
     assert!((d[0] - 0.2).abs() < 1e-5 && (d[1] - 0.8).abs() < 1e-5 && (d[6]).abs() < 1e-6);
+
+    // ListFlights describes the namespace with its schema and row count.
+    let flights: Vec<_> = {
+        use futures::TryStreamExt;
+        meta.list_flights("")
+            .await
+            .map_err(status)
+            .expect("list")
+            .try_collect()
+            .await
+            .map_err(status)
+            .expect("flights")
+    };
+    assert_eq!(flights.len(), 1);
+    assert_eq!(flights[0].total_records, 30);
+    let schema = flights[0].clone().try_decode_schema().expect("schema");
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, vec!["id", "vector", "price", "tag"]);
+
+    // The HTTP side port serves metrics that count what just happened, and readiness.
+    let metrics = http_get(&local.http, "/metrics");
+    assert!(
+        metrics.contains("longbow_ingest_rows_total 30"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("longbow_rpc_requests_total{method=\"DoExchange\",status=\"Ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("longbow_raft_leader 1"), "{metrics}");
+    assert!(http_get(&local.http, "/readyz").starts_with("HTTP/1.1 200"));
     local.stop();
 }
 
@@ -344,6 +375,20 @@ async fn bad_input_gets_precise_errors_and_the_process_keeps_serving() {
     .expect("search");
     assert_eq!(u64s(&res, "id"), vec![1, 2, 3]);
     local.stop();
+}
+
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).expect("connect http");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
 }
 
 trait CollectAll {
