@@ -1,0 +1,100 @@
+"""Pydantic models for everything the SDK takes or returns. Inputs validate themselves
+before anything is sent (dimension, finiteness, id type, k bounds)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import LongbowValidationError
+
+Metric = Literal["l2", "cosine", "dot"]
+IdType = Literal["uint64", "string"]
+RecordId = int | str
+
+MAX_K = 10_000
+
+
+class Vector(BaseModel):
+    """A dense vector of finite floats."""
+
+    model_config = ConfigDict(frozen=True)
+
+    values: list[float] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, v: list[float]) -> list[float]:
+        for i, x in enumerate(v):
+            if not math.isfinite(x):
+                raise ValueError(f"vector[{i}] is {x}; values must be finite")
+        return v
+
+    @property
+    def dim(self) -> int:
+        return len(self.values)
+
+
+class Record(BaseModel):
+    """A stored record: id, vector and payload columns."""
+
+    id: RecordId
+    vector: list[float] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("id must be an integer or a string, not a boolean")
+        if isinstance(v, np.integer):
+            v = int(v)
+        if isinstance(v, int) and not 0 <= v < 2**64:
+            raise ValueError(f"integer id {v} is outside 0..2**64-1")
+        return v
+
+
+class SearchResult(BaseModel):
+    """One neighbour of a query."""
+
+    id: RecordId
+    distance: float
+    score: float
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    vector: list[float] | None = None
+
+
+class NamespaceInfo(BaseModel):
+    """What a namespace is."""
+
+    name: str
+    dimension: int
+    metric: Metric
+    id_type: IdType = "uint64"
+    shards: int = 1
+
+
+class IndexStats(BaseModel):
+    """Statistics of a namespace."""
+
+    name: str
+    dimension: int
+    metric: Metric
+    id_type: IdType = "uint64"
+    count: int
+    deleted: int
+    memory_bytes: int
+    disk_bytes: int
+    indexing_lag: int
+    shards: int
+    payload_columns: list[str] = Field(default_factory=list)
+
+
+def check_k(k: int) -> int:
+    """Validate a search's k."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise LongbowValidationError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+    return k

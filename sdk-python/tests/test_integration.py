@@ -1,0 +1,167 @@
+"""The SDK against the real `longbow local`: lifecycle with every input and output kind,
+error mapping against the server and against no server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from longbow import (
+    AsyncLongbowClient,
+    LongbowAlreadyExistsError,
+    LongbowClient,
+    LongbowConnectionError,
+    LongbowNotFoundError,
+    LongbowQueryError,
+    LongbowValidationError,
+    SearchResult,
+)
+
+DIM = 8
+
+
+def vecs(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, DIM)).astype("float32")
+
+
+def test_lifecycle_with_every_input_and_output_kind(client: LongbowClient) -> None:
+    ns = "life"
+    info = client.create_namespace(ns, DIM, metric="l2", shards=2, m=16, ef_construction=100)
+    assert info.dimension == DIM and info.shards == 2
+    assert any(n.name == ns for n in client.list_namespaces())
+
+    base = vecs(600, 1)
+    total = 0
+    total += client.insert(ns, {"id": 0, "vector": base[0].tolist(), "tag": "dict"})
+    total += client.insert(ns, [{"id": i, "vector": base[i].tolist(), "tag": "list"} for i in range(1, 100)])
+    total += client.insert(ns, base[100:200], ids=np.arange(100, 200))
+    total += client.insert(
+        ns, pd.DataFrame({"id": np.arange(200, 300), "vector": list(base[200:300]), "tag": "pandas"})
+    )
+    dask.config.set({"dataframe.convert-string": False})  # keep vectors as arrays
+    ddf = dd.from_pandas(
+        pd.DataFrame({"id": np.arange(300, 400), "vector": list(base[300:400]), "tag": "dask"}), npartitions=4
+    )
+    total += client.insert(ns, ddf)
+    arrow = pa.table(
+        {
+            "id": pa.array(np.arange(400, 600, dtype="uint64")),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(base[400:600].ravel()), DIM),
+            "tag": pa.array(["arrow"] * 200),
+        }
+    )
+    total += client.insert(ns, arrow, batch_size=50, parallelism=3)
+    assert total == 600
+    client.wait_until_ready(ns, timeout=60)
+    stats = client.get_info(ns)
+    assert stats.count == 600 and stats.dimension == DIM and stats.shards == 2
+
+    # models: 1-D gives one list, 2-D one list per query
+    hits = client.search(ns, base[5], k=3, columns=["tag"])
+    assert isinstance(hits[0], SearchResult)
+    assert hits[0].id == 5 and hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert hits[0].metadata == {"tag": "list"}
+    many = client.search(ns, base[[150, 250]], k=2)
+    assert [m[0].id for m in many] == [150, 250]
+    table = client.search(ns, base[[350, 450]], k=2, output="arrow")
+    assert table.column("query_id").to_pylist() == [0, 0, 1, 1]
+    df = client.search(ns, base[[350]], k=2, output="pandas")
+    assert df["id"].iloc[0] == 350
+    ddf_out = client.search(ns, base[[451]], k=2, output="dask")
+    assert ddf_out.compute()["id"].iloc[0] == 451
+    filtered = client.search(
+        ns, base[5], k=5, filter={"field": "tag", "op": "=", "value": "dask"}, columns=["tag"]
+    )
+    assert len(filtered) == 5 and all(h.metadata["tag"] == "dask" for h in filtered)
+
+    neighbours = client.search_by_id(ns, 42, k=4)
+    assert len(neighbours) == 4 and all(n.id != 42 for n in neighbours)
+
+    records = client.get(ns, [7, 599, 12345])
+    assert [r.id for r in records] == [7, 599]
+    assert records[0].vector == pytest.approx(base[7].tolist())
+    assert records[1].metadata["tag"] == "arrow"
+
+    assert client.delete(ns, ids=[7, 8]) == 2
+    assert client.delete(ns, filter={"field": "tag", "op": "=", "value": "pandas"}) == 100
+    assert client.get(ns, [7]) == []
+    assert all(h.id != 7 for h in client.search(ns, base[7], k=5))
+    assert client.get_info(ns).count == 498
+
+    client.delete_namespace(ns)
+    with pytest.raises(LongbowNotFoundError):
+        client.get_info(ns)
+
+
+def test_errors_from_the_server_are_mapped(client: LongbowClient) -> None:
+    client.create_namespace("errs", DIM)
+    with pytest.raises(LongbowAlreadyExistsError):
+        client.create_namespace("errs", DIM)
+    with pytest.raises(LongbowNotFoundError):
+        client.get_info("missing")
+    with pytest.raises(LongbowValidationError, match="dimension 3, expected 8"):
+        client.insert("errs", {"id": 1, "vector": [1, 2, 3]})
+    with pytest.raises(LongbowValidationError, match="filter"):
+        client.insert("errs", {"id": 1, "vector": vecs(1, 2)[0].tolist(), "tag": "a"})
+        client.search("errs", vecs(1, 3)[0], filter={"field": "tag", "op": "~", "value": 1})
+    with pytest.raises(LongbowValidationError):
+        client.search("errs", vecs(1, 3)[0], k=0)
+    with pytest.raises(LongbowQueryError, match="not available yet"):
+        client.snapshot("errs")
+    assert client.cluster_status()["coordinator"]["raft_leader"] == 1
+
+
+def test_no_server_is_a_connection_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with (
+        LongbowClient("127.0.0.1", port, port, timeout=2, retries=1) as c,
+        pytest.raises(LongbowConnectionError),
+    ):
+        c.list_namespaces()
+
+
+def test_client_is_safe_to_share_across_threads(client: LongbowClient) -> None:
+    client.create_namespace("threads", DIM)
+    base = vecs(400, 5)
+    errors: list[BaseException] = []
+
+    def work(lo: int) -> None:
+        try:
+            client.insert("threads", base[lo : lo + 100], ids=np.arange(lo, lo + 100))
+            assert client.search("threads", base[lo], k=1)[0].id == lo
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(lo,)) for lo in range(0, 400, 100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert client.get_info("threads").count == 400
+
+
+def test_async_client_has_the_same_methods(server: object) -> None:
+    srv = server  # the session fixture
+
+    async def run() -> None:
+        async with AsyncLongbowClient(srv.host, srv.data_port, srv.meta_port) as c:  # type: ignore[attr-defined]
+            await c.create_namespace("async", DIM)
+            base = vecs(50, 9)
+            assert await c.insert("async", base, ids=np.arange(50)) == 50
+            hits = await c.search("async", base[3], k=1)
+            assert hits[0].id == 3
+            assert [r.id for r in await c.get("async", [3])] == [3]
+            assert await c.delete("async", ids=[3]) == 1
+
+    asyncio.run(run())
