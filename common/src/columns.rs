@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use crate::IdType;
 
@@ -45,4 +46,17 @@ pub fn search_result_schema(id_type: IdType, extra: impl IntoIterator<Item = Fie
     let mut fields = search_result_fields(id_type);
     fields.extend(extra);
     Arc::new(Schema::new(fields))
+}
+
+/// The payload columns of a batch: every column but `id` and `vector` (row count kept).
+pub fn payload_only(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let keep: Vec<usize> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != ID && f.name() != VECTOR)
+        .map(|(i, _)| i)
+        .collect();
+    batch.project(&keep)
 }

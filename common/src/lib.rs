@@ -8,6 +8,7 @@ pub mod cluster_api;
 pub mod columns;
 pub mod error;
 pub mod filter;
+pub mod flight;
 pub mod http;
 pub mod ids;
 pub mod model;

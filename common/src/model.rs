@@ -155,3 +155,23 @@ pub fn validate_ef(ef: usize) -> Result<(), ContractError> {
     }
     Ok(())
 }
+
+/// Check a namespace name: safe as a directory name, readable in URLs and logs.
+pub fn validate_namespace(field: &str, name: &str) -> Result<(), ContractError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ContractError::invalid(
+            field,
+            format!(
+                "'{name}' must be 1-128 characters of A-Z a-z 0-9 _ - . and not start with '.'"
+            ),
+        ))
+    }
+}

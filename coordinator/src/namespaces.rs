@@ -89,24 +89,9 @@ pub struct NamespaceStats {
     pub per_shard: Vec<ShardStats>,
 }
 
-/// Check a namespace name (same rule as shard directories).
+/// Check a namespace name (the rule lives in `longbow_common::model`).
 pub fn validate_name(name: &str) -> Result<(), ContractError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ContractError::invalid(
-            "name",
-            format!(
-                "'{name}' must be 1-128 characters of A-Z a-z 0-9 _ - . and not start with '.'"
-            ),
-        ))
-    }
+    longbow_common::model::validate_namespace("name", name)
 }
 
 impl Coordinator {

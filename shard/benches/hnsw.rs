@@ -131,6 +131,7 @@ fn main() {
     let t = Instant::now();
     seg.append(&base);
     seg.index_pending(usize::MAX);
+    seg.repair();
     let build = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
     println!(

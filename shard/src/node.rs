@@ -34,24 +34,9 @@ pub struct ShardNode {
     replicas: RwLock<BTreeMap<ReplicaKey, Arc<Replica>>>,
 }
 
-/// Check a namespace name is safe as a directory name and readable in URLs and logs.
+/// Check a namespace name (the rule lives in `longbow_common::model`).
 pub fn validate_namespace(name: &str) -> Result<(), ContractError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ContractError::invalid(
-            "namespace",
-            format!(
-                "'{name}' must be 1-128 characters of A-Z a-z 0-9 _ - . and not start with '.'"
-            ),
-        ))
-    }
+    longbow_common::model::validate_namespace("namespace", name)
 }
 
 impl ShardNode {

@@ -221,6 +221,7 @@ fn broad_filter_keeps_high_recall_through_the_graph() {
         found[*qi as usize].push(id as u32);
     }
     let recall = synth::recall(&found, &truth);
+    eprintln!("filtered recall@10 = {recall}");
     assert!(recall >= 0.95, "filtered recall {recall}");
 }
 

@@ -1,12 +1,12 @@
 //! DoPut (ingest), DoExchange (binary search) and DoGet (search / get / scan tickets).
 
 use arrow_array::RecordBatch;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::{FlightData, PutResult, Ticket};
 use futures::{StreamExt, TryStreamExt};
+use longbow_common::flight::{open_stream, stream_error};
 use longbow_common::{ContractError, ErrorExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -19,50 +19,6 @@ use super::{BoxStream, MAX_MESSAGE_BYTES};
 use crate::node::Coordinator;
 use crate::reads::{GetRecords, ScanRecords};
 use crate::search::SearchRequest;
-
-/// Map a client stream error: oversized messages are back-pressure (RESOURCE_EXHAUSTED),
-/// undecodable data is INVALID_ARGUMENT.
-fn stream_error(e: FlightError) -> Status {
-    match e {
-        FlightError::Tonic(s) if s.code() == tonic::Code::OutOfRange => {
-            Status::resource_exhausted(format!(
-                "message too large: {} (split the data into smaller batches)",
-                s.message()
-            ))
-        }
-        FlightError::Tonic(s) => *s,
-        other => Status::invalid_argument(format!("invalid Arrow data: {other}")),
-    }
-}
-
-async fn open(
-    mut stream: Streaming<FlightData>,
-    what: &str,
-) -> Result<(arrow_flight::FlightDescriptor, FlightRecordBatchStream), Status> {
-    let first = match stream.message().await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return Err(Status::invalid_argument(format!(
-                "{what}: the stream is empty"
-            )))
-        }
-        Err(s) => return Err(stream_error(FlightError::Tonic(Box::new(s)))),
-    };
-    let desc = first.flight_descriptor.clone().ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "invalid flight_descriptor: {what} needs a descriptor on its first message"
-        ))
-    })?;
-    let rest = stream.map_err(|s| FlightError::Tonic(Box::new(s)));
-    // Some clients (pyarrow's DoExchange) send the descriptor alone in the first message.
-    let head = if first.data_header.is_empty() && first.data_body.is_empty() {
-        None
-    } else {
-        Some(Ok(first))
-    };
-    let all = futures::stream::iter(head).chain(rest);
-    Ok((desc, FlightRecordBatchStream::new_from_flight_data(all)))
-}
 
 fn encode(
     batches: impl futures::Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
@@ -100,7 +56,7 @@ pub(super) async fn do_put(
     coord: &Arc<Coordinator>,
     stream: Streaming<FlightData>,
 ) -> Result<BoxStream<PutResult>, Status> {
-    let (desc, mut batches) = open(stream, "DoPut").await?;
+    let (desc, mut batches) = open_stream(stream, "DoPut").await?;
     let namespace = put_namespace(&desc)?;
     crate::namespaces::validate_name(&namespace).map_err(|e| e.to_status())?;
     let coord = coord.clone();
@@ -145,7 +101,7 @@ pub(super) async fn do_exchange(
     coord: &Arc<Coordinator>,
     stream: Streaming<FlightData>,
 ) -> Result<BoxStream<FlightData>, Status> {
-    let (desc, mut batches) = open(stream, "DoExchange").await?;
+    let (desc, mut batches) = open_stream(stream, "DoExchange").await?;
     let req: SearchRequest = serde_json::from_slice(&desc.cmd)
         .map_err(|e| Status::invalid_argument(format!("invalid DoExchange command: {e}")))?;
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&desc.cmd) {

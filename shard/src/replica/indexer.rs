@@ -1,7 +1,8 @@
 //! The indexer: one thread per replica that links published rows into their segment's HNSW
 //! graph, in parallel on the shared rayon pool, whenever the committer signals new rows.
 //!
-//! It never holds the replica lock while linking (it only clones the segment handles), so
+//! When caught up it repairs reachability (see `SegmentIndex::repair`). It never holds
+//! the replica lock while linking (it only clones the segment handles), so
 //! writes and searches proceed meanwhile; rows not linked yet are searched exactly.
 
 use std::sync::Arc;
@@ -26,6 +27,13 @@ pub fn run(state: Arc<RwLock<ReplicaState>>, signal: std::sync::mpsc::Receiver<(
                 .collect();
             let linked: usize = segments.iter().map(|s| s.index_pending(INDEX_CHUNK)).sum();
             if linked == 0 {
+                // Caught up: relink rows that neighbour pruning left unreachable.
+                for s in &segments {
+                    let n = s.repair();
+                    if n > 0 {
+                        tracing::debug!(relinked = n, "relinked unreachable graph nodes");
+                    }
+                }
                 break;
             }
         }

@@ -305,15 +305,7 @@ impl Replica {
             .ok_or_else(|| ContractError::invalid("vector", "column is missing"))?;
         let mut vectors = vectors_from_array(vcol.as_ref(), Some(self.info.dim))?;
         self.prepare_vectors(&mut vectors, "vector")?;
-        let keep: Vec<usize> = batch
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.name() != columns::ID && f.name() != columns::VECTOR)
-            .map(|(i, _)| i)
-            .collect();
-        let payload = batch.project(&keep)?;
+        let payload = columns::payload_only(batch)?;
         Ok(UpsertRows {
             ids,
             vectors: vectors.data,

@@ -123,15 +123,7 @@ impl Mutation {
                     ))
                 })?;
                 let vectors = vectors_from_array(vcol.as_ref(), Some(dim))?.data;
-                let keep: Vec<usize> = batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| f.name() != columns::ID && f.name() != columns::VECTOR)
-                    .map(|(i, _)| i)
-                    .collect();
-                let payload = batch.project(&keep)?;
+                let payload = columns::payload_only(&batch)?;
                 Ok(Mutation::Upsert(UpsertRows {
                     ids,
                     vectors,

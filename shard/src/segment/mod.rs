@@ -26,6 +26,7 @@ pub struct SegmentIndex {
     graph: graph::Graph,
     dist: Distance,
     indexed: AtomicUsize,
+    repaired: AtomicUsize,
 }
 
 impl SegmentIndex {
@@ -43,6 +44,7 @@ impl SegmentIndex {
             graph: graph::Graph::new(capacity, params.m, params.ef_construction, seed)?,
             dist: kernels().distance(metric),
             indexed: AtomicUsize::new(0),
+            repaired: AtomicUsize::new(0),
         })
     }
 
@@ -157,6 +159,17 @@ impl SegmentIndex {
             }
         }
         top.into_sorted_vec()
+    }
+
+    /// Relink rows that pruning left unreachable, if rows were linked since the last repair.
+    /// Only the thread that runs `index_pending` may call this (never concurrently with it).
+    /// Returns the rows relinked.
+    pub fn repair(&self) -> usize {
+        let indexed = self.indexed();
+        if self.repaired.swap(indexed, Ordering::AcqRel) == indexed {
+            return 0;
+        }
+        self.graph.repair(&self.arena, self.dist, indexed)
     }
 
     /// Rows on layer 0 reachable from the entry point (a graph health check).

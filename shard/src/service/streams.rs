@@ -28,40 +28,13 @@ fn bad(e: ContractError) -> Status {
     e.to_status()
 }
 
-/// Read the first message (carrying the descriptor) and decode the rest as record batches.
-async fn open_stream(
-    mut stream: Streaming<FlightData>,
+/// The descriptor command and the decoded batches of a request stream.
+async fn open_cmd(
+    stream: Streaming<FlightData>,
     what: &str,
 ) -> Result<(Vec<u8>, FlightRecordBatchStream), Status> {
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument(format!("{what}: the stream is empty")))?;
-    let cmd = first
-        .flight_descriptor
-        .as_ref()
-        .map(|d| d.cmd.to_vec())
-        .ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "invalid flight_descriptor: {what} needs a CMD descriptor on its first message"
-            ))
-        })?;
-    let rest = stream.map_err(|s| FlightError::Tonic(Box::new(s)));
-    // Some clients (pyarrow's DoExchange) send the descriptor alone in the first message.
-    let head = if first.data_header.is_empty() && first.data_body.is_empty() {
-        None
-    } else {
-        Some(Ok(first))
-    };
-    let all = futures::stream::iter(head).chain(rest);
-    Ok((cmd, FlightRecordBatchStream::new_from_flight_data(all)))
-}
-
-fn decode_error(e: FlightError) -> Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        other => Status::invalid_argument(format!("invalid Arrow data: {other}")),
-    }
+    let (desc, batches) = longbow_common::flight::open_stream(stream, what).await?;
+    Ok((desc.cmd.to_vec(), batches))
 }
 
 fn encode(
@@ -80,7 +53,7 @@ pub(super) async fn do_put(
     svc: &ShardService,
     stream: Streaming<FlightData>,
 ) -> Result<Response<BoxStream<PutResult>>, Status> {
-    let (cmd, mut batches) = open_stream(stream, "DoPut").await?;
+    let (cmd, mut batches) = open_cmd(stream, "DoPut").await?;
     let cmd: WriteCommand = parse_json("DoPut descriptor", &cmd).map_err(bad)?;
     if cmd.op != "write" {
         return Err(Status::invalid_argument(format!(
@@ -130,7 +103,7 @@ pub(super) async fn do_put(
                                 return;
                             }
                         }
-                        let _ = tx.send(Err(decode_error(e))).await;
+                        let _ = tx.send(Err(longbow_common::flight::stream_error(e))).await;
                         return;
                     }
                     None => input_done = true,
@@ -146,7 +119,7 @@ pub(super) async fn do_exchange(
     svc: &ShardService,
     stream: Streaming<FlightData>,
 ) -> Result<Response<BoxStream<FlightData>>, Status> {
-    let (cmd, mut batches) = open_stream(stream, "DoExchange").await?;
+    let (cmd, mut batches) = open_cmd(stream, "DoExchange").await?;
     let cmd: SearchCommand = parse_json("DoExchange descriptor", &cmd).map_err(bad)?;
     if cmd.op != "search" {
         return Err(Status::invalid_argument(format!(
@@ -178,7 +151,9 @@ pub(super) async fn do_exchange(
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx
-                        .send(Err(FlightError::Tonic(Box::new(decode_error(e)))))
+                        .send(Err(FlightError::Tonic(Box::new(
+                            longbow_common::flight::stream_error(e),
+                        ))))
                         .await;
                     return;
                 }
