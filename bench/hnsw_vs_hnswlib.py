@@ -3,8 +3,8 @@
 
 For each data set both engines index the same vectors with the same M and ef_construction,
 on all cores; then each answers the same held-out queries single-threaded across a sweep of
-ef. The report gives build time, index memory, and queries/s at the smallest swept ef that
-reaches recall@10 of 0.90, 0.95 and 0.99.
+ef. The report gives build time, index memory, and queries/s at recall@10 of exactly 0.90,
+0.95 and 0.99, interpolated between the swept ef values that bracket each target.
 
 Data sets:
   clustered-128  100,000 x 128 synthetic: 100 Gaussian clusters, anisotropic (decaying
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -33,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 SHARED = ROOT.parent / "shared" / "data" / "minilm-384d-50k.f16.npy"
-EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+EFS = [10, 12, 16, 20, 24, 28, 32, 40, 48, 64, 80, 96, 128, 192, 256, 384, 512]
 K = 10
 
 
@@ -130,9 +131,18 @@ def run_longbow(exe: Path, files: dict[str, Path], dim: int, metric: str, m: int
 
 
 def at_recall(sweep, target):
+    """QPS at exactly `target` recall, interpolated (in log QPS) between the two swept ef
+    values that bracket it; the ef grid is coarse, so reading the first point above the
+    target would compare engines at different recalls."""
+    prev = None
     for row in sweep:
         if row["recall"] >= target:
-            return row
+            if prev is None or row["recall"] == prev["recall"]:
+                return dict(row)
+            t = (target - prev["recall"]) / (row["recall"] - prev["recall"])
+            qps = math.exp(math.log(prev["qps"]) + t * (math.log(row["qps"]) - math.log(prev["qps"])))
+            return {"ef": f"{prev['ef']}-{row['ef']}", "recall": target, "qps": qps}
+        prev = row
     return None
 
 

@@ -250,6 +250,30 @@ async fn merge_across_three_shards_returns_the_known_order() {
     let d = f32s(&res, "distance");
     assert!((d[0] - 0.2).abs() < 1e-5 && (d[1] - 0.8).abs() < 1e-5 && (d[6]).abs() < 1e-6);
 
+    // VectorSearch and VectorSearchByID answer Arrow IPC stream bytes.
+    let ipc = |bytes: bytes::Bytes| {
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+                .expect("ipc");
+        reader.map(|b| b.expect("batch")).collect::<Vec<_>>()
+    };
+    let raw = raw_action(
+        &mut meta,
+        "VectorSearch",
+        json!({"namespace": "line", "vector": [3.1, 0.0], "k": 2}),
+    )
+    .await;
+    assert_eq!(u64s(&ipc(raw)[0], "id"), vec![3, 4]);
+    let raw = raw_action(
+        &mut meta,
+        "VectorSearchByID",
+        json!({"namespace": "line", "id": 20, "k": 2}),
+    )
+    .await;
+    let mut ids = u64s(&ipc(raw)[0], "id");
+    ids.sort_unstable();
+    assert_eq!(ids, vec![19, 21], "neighbours of 20, itself left out");
+
     // ListFlights describes the namespace with its schema and row count.
     let flights: Vec<_> = {
         use futures::TryStreamExt;
@@ -375,6 +399,26 @@ async fn bad_input_gets_precise_errors_and_the_process_keeps_serving() {
     .expect("search");
     assert_eq!(u64s(&res, "id"), vec![1, 2, 3]);
     local.stop();
+}
+
+async fn raw_action(
+    c: &mut arrow_flight::FlightClient,
+    kind: &str,
+    body: serde_json::Value,
+) -> bytes::Bytes {
+    let mut s = c
+        .do_action(arrow_flight::Action::new(
+            kind,
+            serde_json::to_vec(&body).expect("json"),
+        ))
+        .await
+        .map_err(status)
+        .expect("action");
+    futures::StreamExt::next(&mut s)
+        .await
+        .expect("a result")
+        .map_err(status)
+        .expect("result")
 }
 
 fn http_get(base: &str, path: &str) -> String {

@@ -12,6 +12,7 @@ pub mod flight;
 pub mod http;
 pub mod ids;
 pub mod model;
+pub mod net;
 pub mod payload_schema;
 pub mod shard_api;
 pub mod vectors;

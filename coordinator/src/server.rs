@@ -98,7 +98,7 @@ pub async fn start(
                 rx: watch::Receiver<bool>,
                 name: &'static str| {
         tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            let incoming = longbow_common::net::nodelay_incoming(l);
             if let Err(e) = svc.serve_with_incoming_shutdown(incoming, stop(rx)).await {
                 tracing::error!(port = name, error = %e, "server stopped with an error");
             }
