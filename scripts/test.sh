@@ -15,6 +15,10 @@ echo "== python sdk: install (if needed), ruff, mypy, pytest"
 if ! python3 -c "import longbow, pytest, mypy, ruff, dask.dataframe, pandas, tenacity" >/dev/null 2>&1; then
   python3 -m pip install -q -e "./sdk-python[pandas,dask,dev]"
 fi
+# Reuse the binary `cargo test` just built (a plain `cargo build` would rebuild dependencies
+# with a different feature set).
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export LONGBOW_BIN="${LONGBOW_BIN:-$target_dir/debug/longbow}"
 (
   cd sdk-python
   python3 -m ruff check .
