@@ -2,9 +2,37 @@
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
-use arrow_flight::{FlightData, FlightDescriptor};
-use futures::{StreamExt, TryStreamExt};
-use tonic::{Status, Streaming};
+use std::pin::Pin;
+
+use arrow_flight::{FlightData, FlightDescriptor, HandshakeRequest, HandshakeResponse};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::{Response, Status, Streaming};
+
+/// The boxed response stream every Longbow Flight service returns.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A DoAction response of one result carrying `body`.
+pub fn one_result(body: Vec<u8>) -> Response<BoxStream<arrow_flight::Result>> {
+    let result = arrow_flight::Result { body: body.into() };
+    Response::new(Box::pin(futures::stream::once(async { Ok(result) })))
+}
+
+/// Answer a Handshake by echoing the client's payload (no authentication yet).
+pub async fn echo_handshake(
+    mut stream: Streaming<HandshakeRequest>,
+) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
+    let payload = match stream.message().await? {
+        Some(h) => h.payload,
+        None => Default::default(),
+    };
+    let reply = HandshakeResponse {
+        protocol_version: 0,
+        payload,
+    };
+    Ok(Response::new(Box::pin(futures::stream::once(async {
+        Ok(reply)
+    }))))
+}
 
 /// Map an error of a client's request stream: an oversized message is back-pressure
 /// (RESOURCE_EXHAUSTED), undecodable data is INVALID_ARGUMENT, transport errors pass through.

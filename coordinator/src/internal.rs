@@ -1,7 +1,6 @@
 //! The coordinator's internal port: Raft RPCs from peer coordinators, and shard-node
 //! registration and heartbeats. Clients never use it.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -9,7 +8,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::Stream;
 use longbow_common::cluster_api::{
     Heartbeat, RegisterShard, Registered, ACTION_HEARTBEAT, ACTION_REGISTER,
 };
@@ -21,7 +19,7 @@ use crate::error::CoordinatorError;
 use crate::node::Coordinator;
 use crate::raft::network::{ACTION_APPEND, ACTION_SNAPSHOT, ACTION_VOTE};
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) use longbow_common::flight::BoxStream;
 
 /// The internal Flight service.
 #[derive(Clone)]
@@ -188,10 +186,7 @@ impl FlightService for InternalService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let body = self.handle(request.into_inner()).await?;
-        let result = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(result)
-        }))))
+        Ok(longbow_common::flight::one_result(body))
     }
     async fn list_actions(
         &self,

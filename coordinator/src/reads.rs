@@ -129,41 +129,58 @@ fn parse_ids(meta: &NamespaceMeta, ids: &[serde_json::Value]) -> Result<Vec<IdVa
         .collect::<std::result::Result<_, _>>()?)
 }
 
+/// Ids grouped by the shard that owns them, as JSON values for shard requests.
+fn ids_by_shard(ids: &[IdValue], shards: u32) -> HashMap<u32, Vec<serde_json::Value>> {
+    let mut by_shard: HashMap<u32, Vec<serde_json::Value>> = HashMap::new();
+    for id in ids {
+        by_shard
+            .entry(shard_of(id, shards))
+            .or_default()
+            .push(id.to_json());
+    }
+    by_shard
+}
+
 impl Coordinator {
+    /// Run one get/scan ticket per shard in parallel (within the limits) and conform the
+    /// answers to `schema`.
+    async fn run_tickets(
+        &self,
+        meta: &NamespaceMeta,
+        schema: &SchemaRef,
+        tickets: impl Iterator<Item = (u32, ShardTicket)>,
+    ) -> Result<Vec<RecordBatch>> {
+        let calls = tickets.map(|(shard, t)| async move {
+            let addr = self.primary_addr(meta, shard)?;
+            self.bounded(self.shards.get(&addr, &t)).await
+        });
+        let parts = futures::future::try_join_all(calls)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        conform(schema, parts)
+    }
+
     /// Records by id, in request order (missing ids skipped).
     pub async fn get(&self, req: &GetRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let meta = self.namespace(&req.namespace)?;
         let cols = req.columns.clone().unwrap_or_else(|| all_columns(&meta));
         let schema = record_schema(&meta, &cols, req.include_vectors)?;
         let ids = parse_ids(&meta, &req.ids)?;
-        let mut by_shard: HashMap<u32, Vec<serde_json::Value>> = HashMap::new();
-        for id in &ids {
-            by_shard
-                .entry(shard_of(id, meta.shards))
-                .or_default()
-                .push(id.to_json());
-        }
-        let calls = by_shard.into_iter().map(|(shard, ids)| {
-            let (meta, cols) = (&meta, &cols);
-            async move {
-                let addr = self.primary_addr(meta, shard)?;
-                let t = ShardTicket::Get(GetRequest {
-                    namespace: meta.name.clone(),
-                    shard,
-                    ids,
-                    columns: Some(cols.clone()),
-                    include_vectors: req.include_vectors,
-                    allow_missing_columns: true,
-                });
-                self.bounded(self.shards.get(&addr, &t)).await
-            }
+        let by_shard = ids_by_shard(&ids, meta.shards);
+        let tickets = by_shard.into_iter().map(|(shard, ids)| {
+            let t = ShardTicket::Get(GetRequest {
+                namespace: meta.name.clone(),
+                shard,
+                ids,
+                columns: Some(cols.clone()),
+                include_vectors: req.include_vectors,
+                allow_missing_columns: true,
+            });
+            (shard, t)
         });
-        let parts: Vec<RecordBatch> = futures::future::try_join_all(calls)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        let parts = conform(&schema, parts)?;
+        let parts = self.run_tickets(&meta, &schema, tickets).await?;
         if parts.is_empty() {
             return Ok((schema.clone(), vec![RecordBatch::new_empty(schema)]));
         }
@@ -191,30 +208,22 @@ impl Coordinator {
             Filter::parse("filter", f)?;
         }
         let limit = req.limit.unwrap_or(usize::MAX);
-        let calls = (0..meta.shards).map(|shard| {
-            let (meta, cols) = (&meta, &cols);
-            async move {
-                let addr = self.primary_addr(meta, shard)?;
-                let t = ShardTicket::Scan(ScanRequest {
-                    namespace: meta.name.clone(),
-                    shard,
-                    filter: req.filter.clone(),
-                    columns: Some(cols.clone()),
-                    include_vectors: req.include_vectors,
-                    limit: req.limit,
-                    allow_missing_columns: true,
-                });
-                self.bounded(self.shards.get(&addr, &t)).await
-            }
+        let tickets = (0..meta.shards).map(|shard| {
+            let t = ShardTicket::Scan(ScanRequest {
+                namespace: meta.name.clone(),
+                shard,
+                filter: req.filter.clone(),
+                columns: Some(cols.clone()),
+                include_vectors: req.include_vectors,
+                limit: req.limit,
+                allow_missing_columns: true,
+            });
+            (shard, t)
         });
-        let parts: Vec<RecordBatch> = futures::future::try_join_all(calls)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let parts = self.run_tickets(&meta, &schema, tickets).await?;
         let mut out = Vec::new();
         let mut left = limit;
-        for b in conform(&schema, parts)? {
+        for b in parts {
             if left == 0 {
                 break;
             }
@@ -237,13 +246,7 @@ impl Coordinator {
         if ids.is_empty() && req.filter.is_none() {
             return Err(ContractError::invalid("ids", "give ids or a filter").into());
         }
-        let mut by_shard: HashMap<u32, Vec<serde_json::Value>> = HashMap::new();
-        for id in &ids {
-            by_shard
-                .entry(shard_of(id, meta.shards))
-                .or_default()
-                .push(id.to_json());
-        }
+        let by_shard = ids_by_shard(&ids, meta.shards);
         let shards: Vec<u32> = if req.filter.is_some() {
             (0..meta.shards).collect()
         } else {

@@ -7,7 +7,6 @@ mod actions;
 mod flights;
 mod streams;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +15,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Coordinator;
@@ -24,7 +23,7 @@ use crate::node::Coordinator;
 /// Largest gRPC message accepted from clients.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) use longbow_common::flight::BoxStream;
 
 /// The client-facing Flight service.
 #[derive(Clone)]
@@ -68,18 +67,7 @@ impl FlightService for ClientService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let mut stream = request.into_inner();
-        let payload = match stream.message().await? {
-            Some(h) => h.payload,
-            None => Default::default(),
-        };
-        let reply = HandshakeResponse {
-            protocol_version: 0,
-            payload,
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(reply)
-        }))))
+        longbow_common::flight::echo_handshake(request.into_inner()).await
     }
 
     async fn list_flights(
@@ -166,10 +154,7 @@ impl FlightService for ClientService {
         );
         let r = actions::handle(&self.coord, action).await;
         self.observe(&method, started, &r);
-        let result = arrow_flight::Result { body: r?.into() };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(result)
-        }))))
+        Ok(longbow_common::flight::one_result(r?))
     }
 
     async fn list_actions(

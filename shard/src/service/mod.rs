@@ -8,7 +8,6 @@
 mod actions;
 mod streams;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -16,7 +15,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use longbow_common::shard_api::ACTIONS;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,7 +25,7 @@ use crate::replica::Replica;
 /// Largest gRPC message accepted or sent (one Flight batch).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) use longbow_common::flight::BoxStream;
 
 /// The Flight service of a shard node.
 #[derive(Clone)]
@@ -88,18 +87,7 @@ impl FlightService for ShardService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let mut stream = request.into_inner();
-        let payload = match stream.message().await? {
-            Some(h) => h.payload,
-            None => Default::default(),
-        };
-        let reply = HandshakeResponse {
-            protocol_version: 0,
-            payload,
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(reply)
-        }))))
+        longbow_common::flight::echo_handshake(request.into_inner()).await
     }
 
     async fn list_flights(
@@ -156,10 +144,7 @@ impl FlightService for ShardService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let body = actions::handle(self, request.into_inner()).await?;
-        let result = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(result)
-        }))))
+        Ok(longbow_common::flight::one_result(body))
     }
 
     async fn list_actions(
