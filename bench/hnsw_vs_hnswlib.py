@@ -6,13 +6,17 @@ on all cores; then each answers the same held-out queries single-threaded across
 ef. The report gives build time, index memory, and queries/s at recall@10 of exactly 0.90,
 0.95 and 0.99, interpolated between the swept ef values that bracket each target.
 
+The machine is shared and noisy, so both indexes stay loaded and the query passes alternate:
+for every ef, each engine runs `--rounds` passes, interleaved with the other's, and the median
+is reported. A slow spell then hits both engines instead of one.
+
 Data sets:
   clustered-128  100,000 x 128 synthetic: 100 Gaussian clusters, anisotropic (decaying
                  variance along a random rotation), queries drawn from the same mixture.
   minilm-384     the 50,000 real sentence embeddings in ../shared/data (last 1,000 rows are
                  the queries), cosine.
 
-Usage: python3 bench/hnsw_vs_hnswlib.py [--sets clustered-128,minilm-384] [--m 16] [--efc 200]
+Usage: python3 bench/hnsw_vs_hnswlib.py [--sets clustered-128,minilm-384] [--m 16] [--efc 200] [--rounds 5]
 Needs: pip install numpy hnswlib
 """
 
@@ -23,7 +27,7 @@ import json
 import math
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -76,30 +80,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def run_hnswlib(base, queries, truth, metric, m, efc):
-    import hnswlib
-
-    space = {"l2": "l2", "cosine": "cosine", "dot": "ip"}[metric]
-    rss0 = rss_bytes()
-    index = hnswlib.Index(space=space, dim=base.shape[1])
-    index.init_index(max_elements=len(base), M=m, ef_construction=efc, random_seed=42)
-    index.set_num_threads(os.cpu_count() or 1)
-    t = time.perf_counter()
-    index.add_items(base, np.arange(len(base)))
-    build = time.perf_counter() - t
-    mem = rss_bytes() - rss0
-    index.set_num_threads(1)
-    sweep = []
-    for ef in EFS:
-        index.set_ef(max(ef, K))
-        t = time.perf_counter()
-        labels, _ = index.knn_query(queries, k=K)
-        secs = time.perf_counter() - t
-        sweep.append({"ef": ef, "recall": recall(labels, truth), "qps": len(queries) / secs})
-    del index
-    return {"build_secs": build, "memory_bytes": mem, "sweep": sweep}
-
-
 def build_longbow() -> Path:
     env = dict(os.environ, CARGO_BUILD_JOBS="2")
     out = subprocess.run(
@@ -113,21 +93,84 @@ def build_longbow() -> Path:
     sys.exit("could not find the hnsw bench executable")
 
 
-def run_longbow(exe: Path, files: dict[str, Path], dim: int, metric: str, m: int, efc: int):
-    cmd = [
-        str(exe), "--base", str(files["base"]), "--queries", str(files["queries"]),
-        "--truth", str(files["truth"]), "--dim", str(dim), "--metric", metric,
-        "--m", str(m), "--ef-construction", str(efc), "--efs", ",".join(map(str, EFS)), "--k", str(K),
-    ]
-    lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
-    rows = [json.loads(l) for l in lines if l.startswith("{")]
-    head = rows[0]
-    return {
-        "build_secs": head["build_secs"],
-        "memory_bytes": head["rss_delta_bytes"],
-        "isa": head["isa"],
-        "sweep": [{"ef": r["ef"], "recall": r["recall"], "qps": r["qps"]} for r in rows[1:]],
-    }
+class LongbowServe:
+    """The Longbow bench binary in `--serve` mode: builds once, then one query pass per ef."""
+
+    def __init__(self, exe: Path, files: dict[str, Path], dim: int, metric: str, m: int, efc: int):
+        cmd = [
+            str(exe), "--serve", "--base", str(files["base"]), "--queries", str(files["queries"]),
+            "--truth", str(files["truth"]), "--dim", str(dim), "--metric", metric,
+            "--m", str(m), "--ef-construction", str(efc), "--k", str(K),
+        ]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.head = self._read()
+
+    def _read(self) -> dict:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        sys.exit(f"longbow bench exited with {self.proc.wait()}")
+
+    def query(self, ef: int) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{ef}\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def compare(exe, files, base, queries, truth, metric, m, efc, rounds):
+    """Build both engines (one after the other, each with the machine to itself), then run
+    `rounds` rounds of query passes over the ef sweep, alternating which engine goes first at
+    each ef. Returns both engines' build, memory and per-ef median QPS."""
+    import hnswlib
+
+    lb = LongbowServe(exe, files, base.shape[1], metric, m, efc)
+    space = {"l2": "l2", "cosine": "cosine", "dot": "ip"}[metric]
+    rss0 = rss_bytes()
+    index = hnswlib.Index(space=space, dim=base.shape[1])
+    index.init_index(max_elements=len(base), M=m, ef_construction=efc, random_seed=42)
+    index.set_num_threads(os.cpu_count() or 1)
+    t = time.perf_counter()
+    index.add_items(base, np.arange(len(base)))
+    hl_build = time.perf_counter() - t
+    hl_mem = rss_bytes() - rss0
+    index.set_num_threads(1)
+
+    def hnswlib_pass(ef: int) -> dict:
+        index.set_ef(max(ef, K))
+        t = time.perf_counter()
+        labels, _ = index.knn_query(queries, k=K)
+        secs = time.perf_counter() - t
+        return {"ef": ef, "recall": recall(labels, truth), "qps": len(queries) / secs}
+
+    runs: dict[str, dict[int, list[dict]]] = {"hnswlib": {}, "longbow": {}}
+    for r in range(rounds):
+        for i, ef in enumerate(EFS):
+            order = ["hnswlib", "longbow"] if (r + i) % 2 == 0 else ["longbow", "hnswlib"]
+            for engine in order:
+                row = hnswlib_pass(ef) if engine == "hnswlib" else lb.query(ef)
+                runs[engine].setdefault(ef, []).append(row)
+    lb.close()
+    del index
+
+    def sweep(engine: str) -> list[dict]:
+        out = []
+        for ef in EFS:
+            rows = runs[engine][ef]
+            out.append({"ef": ef, "recall": rows[0]["recall"], "qps": statistics.median(r["qps"] for r in rows)})
+        return out
+
+    return (
+        {"build_secs": hl_build, "memory_bytes": hl_mem, "sweep": sweep("hnswlib")},
+        {"build_secs": lb.head["build_secs"], "memory_bytes": lb.head["rss_delta_bytes"],
+         "isa": lb.head["isa"], "sweep": sweep("longbow")},
+    )
 
 
 def at_recall(sweep, target):
@@ -151,12 +194,14 @@ def main() -> None:
     ap.add_argument("--sets", default="clustered-128,minilm-384")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5, help="query passes per engine and ef (median reported)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     exe = build_longbow()
     report = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        f"M={args.m} ef_construction={args.efc} k={K}; build on all cores, queries single-threaded",
+        f"M={args.m} ef_construction={args.efc} k={K}; build on all cores, queries single-threaded; "
+        f"QPS is the median of {args.rounds} alternating passes per engine and ef",
         "",
     ]
     for name in args.sets.split(","):
@@ -177,8 +222,7 @@ def main() -> None:
         base.astype("<f4").tofile(files["base"])
         queries.astype("<f4").tofile(files["queries"])
         truth.astype("<u4").tofile(files["truth"])
-        hl = run_hnswlib(base, queries, truth, metric, args.m, args.efc)
-        lb = run_longbow(exe, files, base.shape[1], metric, args.m, args.efc)
+        hl, lb = compare(exe, files, base, queries, truth, metric, args.m, args.efc, args.rounds)
         report.append(f"### {name}: {len(base):,} x {base.shape[1]} ({metric}), {len(queries):,} queries, Longbow kernels: {lb['isa']}")
         report.append("")
         report.append("| | hnswlib | Longbow | Longbow / hnswlib |")

@@ -4,6 +4,8 @@
 //! `cargo bench -p longbow-shard --bench hnsw` runs on built-in synthetic clustered data.
 //! `bench/hnsw_vs_hnswlib.py` passes files (`--base`, `--queries`, `--truth`) so hnswlib and
 //! Longbow index exactly the same vectors; results are printed as one JSON object per line.
+//! With `--serve` the binary builds once, then runs one query pass per `ef` read from stdin
+//! (one per line), so the script can alternate passes with hnswlib's on a noisy machine.
 
 use std::time::Instant;
 
@@ -22,6 +24,7 @@ struct Args {
     ef_construction: usize,
     efs: Vec<usize>,
     k: usize,
+    serve: bool,
 }
 
 fn parse_args() -> Args {
@@ -36,6 +39,7 @@ fn parse_args() -> Args {
         ef_construction: 200,
         efs: vec![10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512],
         k: 10,
+        serve: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +61,7 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--k" => a.k = val().parse().expect("--k"),
+            "--serve" => a.serve = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -144,7 +149,7 @@ fn main() {
         rss1.saturating_sub(rss0),
         longbow_shard::distance::kernels().isa
     );
-    for &ef in &a.efs {
+    let pass = |ef: usize| {
         let t = Instant::now();
         let found: Vec<Vec<u32>> = queries
             .chunks(a.dim)
@@ -161,5 +166,18 @@ fn main() {
             "{{\"engine\":\"longbow\",\"ef\":{ef},\"recall\":{recall:.4},\"qps\":{:.1}}}",
             found.len() as f64 / secs
         );
+    };
+    if a.serve {
+        use std::io::{BufRead, Write};
+        for line in std::io::stdin().lock().lines() {
+            let line = line.expect("stdin");
+            let Ok(ef) = line.trim().parse() else {
+                break;
+            };
+            pass(ef);
+            std::io::stdout().flush().expect("stdout");
+        }
+    } else {
+        a.efs.iter().for_each(|&ef| pass(ef));
     }
 }

@@ -12,7 +12,7 @@ mod scalar;
 mod x86;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::prefetch;
+pub(crate) use x86::{prefetch, prefetch_all};
 
 use std::sync::OnceLock;
 

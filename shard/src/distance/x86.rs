@@ -179,3 +179,18 @@ pub(crate) fn prefetch(row: &[f32]) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(l * 64)) };
     }
 }
+
+/// Hint the CPU to pull every cache line of `items` into L1 (for short slices such as one
+/// neighbour list, read next).
+#[inline(always)]
+pub(crate) fn prefetch_all<T>(items: &[T]) {
+    let p = items.as_ptr() as *const i8;
+    let bytes = std::mem::size_of_val(items);
+    let first = p as usize & !63;
+    let mut line = first;
+    while line < p as usize + bytes {
+        // SAFETY: prefetch never faults; every address is within a line `items` occupies.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+        line += 64;
+    }
+}

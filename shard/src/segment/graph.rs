@@ -273,6 +273,12 @@ impl Graph {
             for &n in &fresh {
                 let d = dist.eval(q, arena.row(n));
                 if top.len() < ef || d < bound {
+                    // A new nearest frontier node is the next one expanded: start loading its
+                    // neighbour list now, while the remaining distances are computed.
+                    #[cfg(target_arch = "x86_64")]
+                    if frontier.peek().is_none_or(|f| d < f.0 .0.dist) {
+                        crate::distance::prefetch_all(self.list(n, level));
+                    }
                     frontier.push(Nearest(std::cmp::Reverse(Candidate { dist: d, node: n })));
                     if accept(n) {
                         top.push(Candidate { dist: d, node: n });
