@@ -194,8 +194,10 @@ def main() -> None:
     ap.add_argument("--sets", default="clustered-128,minilm-384")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--efc", type=int, default=200)
+    ap.add_argument("--efs", default=",".join(map(str, EFS)), help="comma-separated ef sweep")
     ap.add_argument("--rounds", type=int, default=5, help="query passes per engine and ef (median reported)")
     args = ap.parse_args()
+    EFS[:] = [int(e) for e in args.efs.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)
     exe = build_longbow()
     report = [

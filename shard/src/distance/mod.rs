@@ -21,12 +21,16 @@ use longbow_common::Metric;
 /// Raw kernel signature. `unsafe` because SIMD kernels may only run on CPUs that have the
 /// instructions; [`Kernels`] is only ever built after that check.
 type KernelFn = unsafe fn(&[f32], &[f32]) -> f32;
+/// Batched signature: one query against four rows, results bit-identical to four single calls.
+type Kernel4Fn = unsafe fn(&[f32], [&[f32]; 4]) -> [f32; 4];
 
 /// One set of kernels for one instruction set.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     l2sq: KernelFn,
     neg_dot: KernelFn,
+    l2sq4: Kernel4Fn,
+    neg_dot4: Kernel4Fn,
     /// Instruction set name, for logs and metrics.
     pub isa: &'static str,
 }
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Kernels {
 #[derive(Clone, Copy)]
 pub struct Distance {
     f: KernelFn,
+    f4: Kernel4Fn,
 }
 
 impl Distance {
@@ -51,6 +56,14 @@ impl Distance {
         // detected on this CPU (see `detect`), so calling its kernels is sound.
         unsafe { (self.f)(a, b) }
     }
+
+    /// Distances from `q` to four rows at once, each bit-identical to [`Distance::eval`].
+    /// Searches use it to keep several rows' memory loads in flight.
+    #[inline(always)]
+    pub fn eval4(&self, q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        // SAFETY: as for `eval`.
+        unsafe { (self.f4)(q, rows) }
+    }
 }
 
 impl Kernels {
@@ -59,6 +72,8 @@ impl Kernels {
         Kernels {
             l2sq: scalar::l2sq,
             neg_dot: scalar::neg_dot,
+            l2sq4: |q, rows| rows.map(|r| scalar::l2sq(q, r)),
+            neg_dot4: |q, rows| rows.map(|r| scalar::neg_dot(q, r)),
             isa: "scalar",
         }
     }
@@ -72,6 +87,8 @@ impl Kernels {
                 out.push(Kernels {
                     l2sq: x86::l2sq_avx512,
                     neg_dot: x86::neg_dot_avx512,
+                    l2sq4: x86::l2sq4_avx512,
+                    neg_dot4: x86::neg_dot4_avx512,
                     isa: "avx512f",
                 });
             }
@@ -81,6 +98,8 @@ impl Kernels {
                 out.push(Kernels {
                     l2sq: x86::l2sq_avx2,
                     neg_dot: x86::neg_dot_avx2,
+                    l2sq4: x86::l2sq4_avx2,
+                    neg_dot4: x86::neg_dot4_avx2,
                     isa: "avx2+fma",
                 });
             }
@@ -93,8 +112,14 @@ impl Kernels {
     /// `dot` and for `cosine` (whose vectors are normalised beforehand).
     pub fn distance(&self, metric: Metric) -> Distance {
         match metric {
-            Metric::L2 => Distance { f: self.l2sq },
-            Metric::Cosine | Metric::Dot => Distance { f: self.neg_dot },
+            Metric::L2 => Distance {
+                f: self.l2sq,
+                f4: self.l2sq4,
+            },
+            Metric::Cosine | Metric::Dot => Distance {
+                f: self.neg_dot,
+                f4: self.neg_dot4,
+            },
         }
     }
 }

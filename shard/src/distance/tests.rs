@@ -55,6 +55,29 @@ fn every_dim_from_1_to_300_and_large_ones_agree() {
 }
 
 #[test]
+fn batched_kernels_are_bit_identical_to_single_calls() {
+    let dims = (1..=300).chain([384, 512, 768, 1024, 1536]);
+    for dim in dims {
+        let row = |salt: usize| -> Vec<f32> {
+            (0..dim)
+                .map(|i| (((i + salt) * 37 % 101) as f32 - 50.0) / (17.0 + salt as f32))
+                .collect()
+        };
+        let q = row(0);
+        let rows: Vec<Vec<f32>> = (1..=4).map(row).collect();
+        let refs = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+        for k in Kernels::available() {
+            for metric in [Metric::L2, Metric::Dot] {
+                let d = k.distance(metric);
+                let single = refs.map(|r| d.eval(&q, r).to_bits());
+                let batched = d.eval4(&q, refs).map(f32::to_bits);
+                assert_eq!(single, batched, "{} {metric:?} dim {dim}", k.isa);
+            }
+        }
+    }
+}
+
+#[test]
 fn known_values() {
     for k in Kernels::available() {
         let l2 = k.distance(Metric::L2);
