@@ -21,16 +21,19 @@ use longbow_common::Metric;
 /// Raw kernel signature. `unsafe` because SIMD kernels may only run on CPUs that have the
 /// instructions; [`Kernels`] is only ever built after that check.
 type KernelFn = unsafe fn(&[f32], &[f32]) -> f32;
-/// Batched signature: one query against four rows, results bit-identical to four single calls.
-type Kernel4Fn = unsafe fn(&[f32], [&[f32]; 4]) -> [f32; 4];
+/// Batched signature: one query against [`BATCH`] rows, bit-identical to single calls.
+type KernelBatchFn = unsafe fn(&[f32], [&[f32]; BATCH]) -> [f32; BATCH];
+
+/// Rows per batched kernel call.
+pub const BATCH: usize = 8;
 
 /// One set of kernels for one instruction set.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     l2sq: KernelFn,
     neg_dot: KernelFn,
-    l2sq4: Kernel4Fn,
-    neg_dot4: Kernel4Fn,
+    l2sq_batch: KernelBatchFn,
+    neg_dot_batch: KernelBatchFn,
     /// Instruction set name, for logs and metrics.
     pub isa: &'static str,
 }
@@ -45,7 +48,7 @@ impl std::fmt::Debug for Kernels {
 #[derive(Clone, Copy)]
 pub struct Distance {
     f: KernelFn,
-    f4: Kernel4Fn,
+    batch: KernelBatchFn,
 }
 
 impl Distance {
@@ -57,12 +60,12 @@ impl Distance {
         unsafe { (self.f)(a, b) }
     }
 
-    /// Distances from `q` to four rows at once, each bit-identical to [`Distance::eval`].
+    /// Distances from `q` to [`BATCH`] rows at once, each bit-identical to [`Distance::eval`].
     /// Searches use it to keep several rows' memory loads in flight.
     #[inline(always)]
-    pub fn eval4(&self, q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    pub fn eval_batch(&self, q: &[f32], rows: [&[f32]; BATCH]) -> [f32; BATCH] {
         // SAFETY: as for `eval`.
-        unsafe { (self.f4)(q, rows) }
+        unsafe { (self.batch)(q, rows) }
     }
 }
 
@@ -72,8 +75,8 @@ impl Kernels {
         Kernels {
             l2sq: scalar::l2sq,
             neg_dot: scalar::neg_dot,
-            l2sq4: |q, rows| rows.map(|r| scalar::l2sq(q, r)),
-            neg_dot4: |q, rows| rows.map(|r| scalar::neg_dot(q, r)),
+            l2sq_batch: |q, rows| rows.map(|r| scalar::l2sq(q, r)),
+            neg_dot_batch: |q, rows| rows.map(|r| scalar::neg_dot(q, r)),
             isa: "scalar",
         }
     }
@@ -87,8 +90,8 @@ impl Kernels {
                 out.push(Kernels {
                     l2sq: x86::l2sq_avx512,
                     neg_dot: x86::neg_dot_avx512,
-                    l2sq4: x86::l2sq4_avx512,
-                    neg_dot4: x86::neg_dot4_avx512,
+                    l2sq_batch: x86::l2sq_batch_avx512,
+                    neg_dot_batch: x86::neg_dot_batch_avx512,
                     isa: "avx512f",
                 });
             }
@@ -98,8 +101,8 @@ impl Kernels {
                 out.push(Kernels {
                     l2sq: x86::l2sq_avx2,
                     neg_dot: x86::neg_dot_avx2,
-                    l2sq4: x86::l2sq4_avx2,
-                    neg_dot4: x86::neg_dot4_avx2,
+                    l2sq_batch: x86::l2sq_batch_avx2,
+                    neg_dot_batch: x86::neg_dot_batch_avx2,
                     isa: "avx2+fma",
                 });
             }
@@ -114,11 +117,11 @@ impl Kernels {
         match metric {
             Metric::L2 => Distance {
                 f: self.l2sq,
-                f4: self.l2sq4,
+                batch: self.l2sq_batch,
             },
             Metric::Cosine | Metric::Dot => Distance {
                 f: self.neg_dot,
-                f4: self.neg_dot4,
+                batch: self.neg_dot_batch,
             },
         }
     }

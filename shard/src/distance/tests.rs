@@ -64,13 +64,13 @@ fn batched_kernels_are_bit_identical_to_single_calls() {
                 .collect()
         };
         let q = row(0);
-        let rows: Vec<Vec<f32>> = (1..=4).map(row).collect();
-        let refs = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+        let rows: Vec<Vec<f32>> = (1..=BATCH).map(row).collect();
+        let refs: [&[f32]; BATCH] = std::array::from_fn(|i| &rows[i][..]);
         for k in Kernels::available() {
             for metric in [Metric::L2, Metric::Dot] {
                 let d = k.distance(metric);
                 let single = refs.map(|r| d.eval(&q, r).to_bits());
-                let batched = d.eval4(&q, refs).map(f32::to_bits);
+                let batched = d.eval_batch(&q, refs).map(f32::to_bits);
                 assert_eq!(single, batched, "{} {metric:?} dim {dim}", k.isa);
             }
         }

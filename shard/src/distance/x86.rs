@@ -166,27 +166,27 @@ pub(super) unsafe fn neg_dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     -sum
 }
 
-/// One query against four rows at once, AVX-512F. Each row keeps the two accumulators and
+/// One query against `BATCH` rows at once, AVX-512F. Each row keeps the two accumulators and
 /// summation order of the single-row kernel, so results are bit-identical to it; loading the
-/// query once and keeping four rows' loads in flight is what makes the batch faster.
-macro_rules! avx512_x4 {
+/// query once and keeping every row's loads in flight is what makes the batch faster.
+macro_rules! avx512_batch {
     ($name:ident, |$a:ident, $b:ident, $acc:ident| $step:expr, |$sum:ident| $finish:expr) => {
         /// # Safety
         /// The CPU must support AVX-512F.
         #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn $name(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        pub(super) unsafe fn $name(q: &[f32], rows: [&[f32]; super::BATCH]) -> [f32; super::BATCH] {
             let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
             let pq = q.as_ptr();
             let p = rows.map(|r| r.as_ptr());
-            let mut lo = [_mm512_setzero_ps(); 4];
-            let mut hi = [_mm512_setzero_ps(); 4];
+            let mut lo = [_mm512_setzero_ps(); super::BATCH];
+            let mut hi = [_mm512_setzero_ps(); super::BATCH];
             let mut i = 0;
             // SAFETY (all loads below): every offset read is < n, within every slice.
             unsafe {
                 while i + 32 <= n {
                     let q0 = _mm512_loadu_ps(pq.add(i));
                     let q1 = _mm512_loadu_ps(pq.add(i + 16));
-                    for r in 0..4 {
+                    for r in 0..super::BATCH {
                         let ($a, $b, $acc) = (q0, _mm512_loadu_ps(p[r].add(i)), lo[r]);
                         lo[r] = $step;
                         let ($a, $b, $acc) = (q1, _mm512_loadu_ps(p[r].add(i + 16)), hi[r]);
@@ -196,7 +196,7 @@ macro_rules! avx512_x4 {
                 }
                 if i + 16 <= n {
                     let q0 = _mm512_loadu_ps(pq.add(i));
-                    for r in 0..4 {
+                    for r in 0..super::BATCH {
                         let ($a, $b, $acc) = (q0, _mm512_loadu_ps(p[r].add(i)), lo[r]);
                         lo[r] = $step;
                     }
@@ -205,7 +205,7 @@ macro_rules! avx512_x4 {
                 if i < n {
                     let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
                     let q0 = _mm512_maskz_loadu_ps(mask, pq.add(i));
-                    for r in 0..4 {
+                    for r in 0..super::BATCH {
                         let ($a, $b, $acc) = (q0, _mm512_maskz_loadu_ps(mask, p[r].add(i)), hi[r]);
                         hi[r] = $step;
                     }
@@ -219,39 +219,39 @@ macro_rules! avx512_x4 {
     };
 }
 
-avx512_x4!(
-    l2sq4_avx512,
+avx512_batch!(
+    l2sq_batch_avx512,
     |a, b, acc| {
         let d = _mm512_sub_ps(a, b);
         _mm512_fmadd_ps(d, d, acc)
     },
     |sum| sum
 );
-avx512_x4!(
-    neg_dot4_avx512,
+avx512_batch!(
+    neg_dot_batch_avx512,
     |a, b, acc| _mm512_fmadd_ps(a, b, acc),
     |sum| -sum
 );
 
-/// One query against four rows at once, AVX2+FMA; bit-identical to the single-row kernel.
-macro_rules! avx2_x4 {
+/// One query against `BATCH` rows at once, AVX2+FMA; bit-identical to the single-row kernel.
+macro_rules! avx2_batch {
     ($name:ident, |$a:ident, $b:ident, $acc:ident| $step:expr, |$x:ident, $y:ident| $tail:expr, |$sum:ident| $finish:expr) => {
         /// # Safety
         /// The CPU must support AVX2 and FMA.
         #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn $name(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        pub(super) unsafe fn $name(q: &[f32], rows: [&[f32]; super::BATCH]) -> [f32; super::BATCH] {
             let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
             let pq = q.as_ptr();
             let p = rows.map(|r| r.as_ptr());
-            let mut lo = [_mm256_setzero_ps(); 4];
-            let mut hi = [_mm256_setzero_ps(); 4];
+            let mut lo = [_mm256_setzero_ps(); super::BATCH];
+            let mut hi = [_mm256_setzero_ps(); super::BATCH];
             let mut i = 0;
             // SAFETY (all loads below): every offset read is < n, within every slice.
             unsafe {
                 while i + 16 <= n {
                     let q0 = _mm256_loadu_ps(pq.add(i));
                     let q1 = _mm256_loadu_ps(pq.add(i + 8));
-                    for r in 0..4 {
+                    for r in 0..super::BATCH {
                         let ($a, $b, $acc) = (q0, _mm256_loadu_ps(p[r].add(i)), lo[r]);
                         lo[r] = $step;
                         let ($a, $b, $acc) = (q1, _mm256_loadu_ps(p[r].add(i + 8)), hi[r]);
@@ -261,7 +261,7 @@ macro_rules! avx2_x4 {
                 }
                 if i + 8 <= n {
                     let q0 = _mm256_loadu_ps(pq.add(i));
-                    for r in 0..4 {
+                    for r in 0..super::BATCH {
                         let ($a, $b, $acc) = (q0, _mm256_loadu_ps(p[r].add(i)), lo[r]);
                         lo[r] = $step;
                     }
@@ -280,8 +280,8 @@ macro_rules! avx2_x4 {
     };
 }
 
-avx2_x4!(
-    l2sq4_avx2,
+avx2_batch!(
+    l2sq_batch_avx2,
     |a, b, acc| {
         let d = _mm256_sub_ps(a, b);
         _mm256_fmadd_ps(d, d, acc)
@@ -289,8 +289,8 @@ avx2_x4!(
     |x, y| (x - y) * (x - y),
     |sum| sum
 );
-avx2_x4!(
-    neg_dot4_avx2,
+avx2_batch!(
+    neg_dot_batch_avx2,
     |a, b, acc| _mm256_fmadd_ps(a, b, acc),
     |x, y| x * y,
     |sum| -sum

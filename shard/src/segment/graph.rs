@@ -25,6 +25,8 @@ use crate::distance::Distance;
 const MAX_LEVEL: usize = 16;
 /// Number of striped locks guarding neighbour-list writes.
 const LOCK_STRIPES: usize = 4096;
+/// Rows whose distances a search computes in one batched kernel call.
+const DIST_BATCH: usize = crate::distance::BATCH;
 /// `entry` value meaning "graph is empty".
 const NO_ENTRY: u64 = u64::MAX;
 
@@ -270,12 +272,12 @@ impl Graph {
                     fresh.push(n);
                 }
             }
-            // Distances four rows at a time (one query load, four rows' misses in flight),
+            // Distances a batch of rows at a time (one query load, every row's misses in flight),
             // then the same per-node decisions in the same order as one at a time.
-            for batch in fresh.chunks(4) {
-                let mut dists = [0.0f32; 4];
-                if let &[a, b, c, d] = batch {
-                    dists = dist.eval4(q, [a, b, c, d].map(|n| arena.row(n)));
+            for batch in fresh.chunks(DIST_BATCH) {
+                let mut dists = [0.0f32; DIST_BATCH];
+                if let Ok(full) = <[u32; DIST_BATCH]>::try_from(batch) {
+                    dists = dist.eval_batch(q, full.map(|n| arena.row(n)));
                 } else {
                     for (slot, &n) in dists.iter_mut().zip(batch) {
                         *slot = dist.eval(q, arena.row(n));
