@@ -272,38 +272,26 @@ impl Graph {
                     fresh.push(n);
                 }
             }
-            // Distances a batch of rows at a time (one query load, every row's misses in flight),
-            // then the same per-node decisions in the same order as one at a time.
-            for batch in fresh.chunks(DIST_BATCH) {
-                let mut dists = [0.0f32; DIST_BATCH];
-                if let Ok(full) = <[u32; DIST_BATCH]>::try_from(batch) {
-                    dists = dist.eval_batch(q, full.map(|n| arena.row(n)));
-                } else {
-                    for (slot, &n) in dists.iter_mut().zip(batch) {
-                        *slot = dist.eval(q, arena.row(n));
+            for_each_distance(arena, dist, q, &fresh, |n, d| {
+                if top.len() < ef || d < bound {
+                    // A new nearest frontier node is the next one expanded: start loading its
+                    // neighbour list now, while the remaining distances are computed.
+                    #[cfg(target_arch = "x86_64")]
+                    if frontier.peek().is_none_or(|f| d < f.0 .0.dist) {
+                        crate::distance::prefetch_all(self.list(n, level));
                     }
-                }
-                for (&n, &d) in batch.iter().zip(&dists) {
-                    if top.len() < ef || d < bound {
-                        // A new nearest frontier node is the next one expanded: start loading
-                        // its neighbour list now, while the remaining distances are computed.
-                        #[cfg(target_arch = "x86_64")]
-                        if frontier.peek().is_none_or(|f| d < f.0 .0.dist) {
-                            crate::distance::prefetch_all(self.list(n, level));
-                        }
-                        frontier.push(Nearest(std::cmp::Reverse(Candidate { dist: d, node: n })));
-                        if accept(n) {
-                            top.push(Candidate { dist: d, node: n });
-                            if top.len() > ef {
-                                top.pop();
-                            }
-                        }
-                        if let Some(worst) = top.peek() {
-                            bound = worst.dist;
+                    frontier.push(Nearest(std::cmp::Reverse(Candidate { dist: d, node: n })));
+                    if accept(n) {
+                        top.push(Candidate { dist: d, node: n });
+                        if top.len() > ef {
+                            top.pop();
                         }
                     }
+                    if let Some(worst) = top.peek() {
+                        bound = worst.dist;
+                    }
                 }
-            }
+            });
         }
         top.into_sorted_vec()
     }
@@ -360,17 +348,14 @@ impl Graph {
             list[0].store(count as u32 + 1, Ordering::Release);
             return;
         }
-        let base = arena.row(node);
-        let mut cands: Vec<Candidate> = list[1..=count]
+        let current: Vec<u32> = list[1..=count]
             .iter()
-            .map(|a| {
-                let n = a.load(Ordering::Relaxed);
-                Candidate {
-                    dist: dist.eval(base, arena.row(n)),
-                    node: n,
-                }
-            })
+            .map(|a| a.load(Ordering::Relaxed))
             .collect();
+        let mut cands: Vec<Candidate> = Vec::with_capacity(count + 1);
+        for_each_distance(arena, dist, arena.row(node), &current, |n, d| {
+            cands.push(Candidate { dist: d, node: n })
+        });
         cands.push(new);
         cands.sort_unstable();
         let kept = self.select(arena, dist, &cands, max);
@@ -546,6 +531,32 @@ impl Graph {
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((slot, _)) = farthest {
             list[slot].store(new.node, Ordering::Release);
+        }
+    }
+}
+
+/// Distances from `q` to `nodes`, handed to `each` in order. Computed [`DIST_BATCH`] rows per
+/// kernel call (one query load, every row's cache misses in flight); bit-identical to one
+/// [`Distance::eval`] per node, so batching never changes a result.
+#[inline(always)]
+fn for_each_distance(
+    arena: &VectorArena,
+    dist: Distance,
+    q: &[f32],
+    nodes: &[u32],
+    mut each: impl FnMut(u32, f32),
+) {
+    for batch in nodes.chunks(DIST_BATCH) {
+        let mut dists = [0.0f32; DIST_BATCH];
+        if let Ok(full) = <[u32; DIST_BATCH]>::try_from(batch) {
+            dists = dist.eval_batch(q, full.map(|n| arena.row(n)));
+        } else {
+            for (slot, &n) in dists.iter_mut().zip(batch) {
+                *slot = dist.eval(q, arena.row(n));
+            }
+        }
+        for (&n, &d) in batch.iter().zip(&dists) {
+            each(n, d);
         }
     }
 }
