@@ -93,6 +93,8 @@ impl VectorArena {
             start + rows <= self.capacity,
             "segment overflow: caller must check free space"
         );
+        // Before writing, so rows written past the huge-page threshold fault in as huge pages.
+        self.region.grew_to((start + rows) * self.stride * 4);
         let base = self.region.as_ptr() as *mut f32;
         for r in 0..rows {
             // SAFETY: rows `start..start + rows` are inside capacity (asserted) and not yet
@@ -108,6 +110,11 @@ impl VectorArena {
         }
         self.len.store(start + rows, Ordering::Release);
         start as u32
+    }
+
+    /// Whether the arena is big enough to have been moved to huge pages.
+    pub(crate) fn on_huge_pages(&self) -> bool {
+        self.region.on_huge_pages()
     }
 
     /// Free rows left.

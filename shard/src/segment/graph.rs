@@ -25,7 +25,7 @@ use crate::distance::Distance;
 const MAX_LEVEL: usize = 16;
 /// Number of striped locks guarding neighbour-list writes.
 const LOCK_STRIPES: usize = 4096;
-/// Rows whose distances a search computes in one batched kernel call.
+/// Rows whose distances are computed in one batched kernel call.
 const DIST_BATCH: usize = crate::distance::BATCH;
 /// `entry` value meaning "graph is empty".
 const NO_ENTRY: u64 = u64::MAX;
@@ -102,6 +102,12 @@ impl Graph {
             visited: VisitedPool::new(capacity),
             upper_bytes: AtomicUsize::new(0),
         })
+    }
+
+    /// Move the layer-0 neighbour lists to huge pages (the segment calls this once its
+    /// vectors have; see `region`).
+    pub(crate) fn use_huge_pages(&self) {
+        self.level0.use_huge_pages();
     }
 
     /// Bytes used by neighbour lists of the first `nodes` nodes.
@@ -367,6 +373,7 @@ impl Graph {
     pub(crate) fn insert(&self, arena: &VectorArena, dist: Distance, node: u32) {
         let level = self.level_of(node);
         self.alloc_upper(node, level);
+        self.level0.grew_to((node as usize + 1) * (1 + self.m0));
         let q = arena.row(node);
         let entry = match self.entry() {
             Some(e) => e,

@@ -91,7 +91,13 @@ impl SegmentIndex {
     /// Append and publish rows (row-major). Only the replica's writer calls this, and only with
     /// `rows <= free()`. Returns the first offset.
     pub fn append(&self, vectors: &[f32]) -> u32 {
-        self.arena.append(vectors)
+        let start = self.arena.append(vectors);
+        if self.arena.on_huge_pages() {
+            // The segment is large enough for huge pages to pay: its neighbour lists, whose
+            // rows the indexer has mostly not written yet, follow its vectors there.
+            self.graph.use_huge_pages();
+        }
+        start
     }
 
     /// Link every published but unlinked row, `chunk` rows at a time, in parallel on the

@@ -3,19 +3,25 @@
 //! A segment reserves room for its full capacity up front (so offsets are stable and the
 //! storage never moves under concurrent readers), but only the pages actually written become
 //! resident. On Linux this is an anonymous `mmap`; elsewhere a zeroed allocation.
+//!
+//! Large regions start on a 2 MiB boundary so that, once their owner has written enough to
+//! make it worthwhile ([`Region::grew_to`]), they can be backed by transparent huge pages:
+//! graph searches touch rows at random, and with 4 KiB pages nearly every row visited in a
+//! large segment is also a TLB miss. Small segments never get huge pages, so a thousand tiny
+//! namespaces do not each pin megabytes.
 
 use std::ptr::NonNull;
 
-/// Regions at least this large are aligned to [`HUGE_PAGE`] and advised to use transparent
-/// huge pages: graph searches touch rows at random, and with 4 KiB pages nearly every row
-/// visit of a large segment also misses the TLB.
+/// Regions reserved at least this large are aligned to [`HUGE_PAGE`]; once this many bytes
+/// are in use they are advised to use transparent huge pages.
 #[cfg(unix)]
 const HUGE_PAGE_MIN: usize = 4 << 20;
 /// Size and alignment of an x86-64 / aarch64 transparent huge page.
 #[cfg(unix)]
 const HUGE_PAGE: usize = 2 << 20;
 
-/// A fresh anonymous private mapping of `len` bytes, reserved but not committed.
+/// A fresh anonymous private mapping of `len` bytes, reserved but not committed, on 4 KiB
+/// pages.
 #[cfg(unix)]
 fn map_anonymous(len: usize) -> std::io::Result<NonNull<u8>> {
     // SAFETY: a fresh anonymous private mapping; arguments are valid by construction.
@@ -32,12 +38,15 @@ fn map_anonymous(len: usize) -> std::io::Result<NonNull<u8>> {
     if p == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
+    // No huge pages until the owner has used enough of the region (`Region::grew_to`), also
+    // where THP is enabled for every mapping ("always"). A failure only leaves the default.
+    // SAFETY: advising the mapping just created, over exactly its length.
+    unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
     NonNull::new(p as *mut u8).ok_or_else(|| std::io::Error::other("mmap returned null"))
 }
 
-/// Map `len` bytes (a multiple of [`HUGE_PAGE`]) starting on a huge-page boundary and ask
-/// for transparent huge pages. Over-maps by one huge page, then unmaps the unaligned head and the tail. The advice is a
-/// hint: where THP is disabled the mapping simply keeps 4 KiB pages.
+/// Map `len` bytes (a multiple of [`HUGE_PAGE`]) starting on a huge-page boundary: over-map
+/// by one huge page, then unmap the unaligned head and the tail.
 #[cfg(unix)]
 fn map_huge_aligned(len: usize) -> std::io::Result<NonNull<u8>> {
     let padded = len
@@ -56,7 +65,6 @@ fn map_huge_aligned(len: usize) -> std::io::Result<NonNull<u8>> {
         if tail > 0 {
             libc::munmap((start + len) as *mut libc::c_void, tail);
         }
-        libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
     }
     NonNull::new(start as *mut u8).ok_or_else(|| std::io::Error::other("mmap returned null"))
 }
@@ -65,6 +73,10 @@ fn map_huge_aligned(len: usize) -> std::io::Result<NonNull<u8>> {
 pub(crate) struct Region {
     ptr: NonNull<u8>,
     len: usize,
+    /// Whether the region is huge-page aligned (large enough to be worth it).
+    huge_capable: bool,
+    /// Whether the region is huge-page aligned and not yet advised to use huge pages.
+    huge_pending: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: `Region` is a plain owned allocation; synchronising access to its contents is the
@@ -85,11 +97,15 @@ impl Region {
                 return Ok(Region {
                     ptr: map_huge_aligned(len)?,
                     len,
+                    huge_capable: true,
+                    huge_pending: true.into(),
                 });
             }
             Ok(Region {
                 ptr: map_anonymous(len)?,
                 len,
+                huge_capable: false,
+                huge_pending: false.into(),
             })
         }
         #[cfg(not(unix))]
@@ -99,13 +115,66 @@ impl Region {
             // SAFETY: layout has non-zero size.
             let p = unsafe { std::alloc::alloc_zeroed(layout) };
             let ptr = NonNull::new(p).ok_or_else(|| std::io::Error::other("out of memory"))?;
-            Ok(Region { ptr, len })
+            Ok(Region {
+                ptr,
+                len,
+                huge_capable: false,
+                huge_pending: false.into(),
+            })
         }
     }
 
     /// Base address.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// Tell the region its owner is about to use `used` bytes. The first time that reaches
+    /// [`HUGE_PAGE_MIN`], the region is advised to use huge pages ([`Region::use_huge_pages`]).
+    /// Cheap to call often.
+    #[inline]
+    pub(crate) fn grew_to(&self, used: usize) {
+        #[cfg(unix)]
+        if used >= HUGE_PAGE_MIN {
+            self.use_huge_pages();
+        }
+        #[cfg(not(unix))]
+        let _ = used;
+    }
+
+    /// Advise a huge-page aligned region to use transparent huge pages from now on: later
+    /// faults get huge pages at once, pages already written are collapsed by the kernel in
+    /// the background (so owners advise before writing). Only a hint: where THP is disabled
+    /// the region keeps 4 KiB pages and nothing else changes. Does nothing for small regions
+    /// or after the first call; cheap to call often.
+    #[inline]
+    pub(crate) fn use_huge_pages(&self) {
+        use std::sync::atomic::Ordering;
+        if self.huge_pending.load(Ordering::Relaxed)
+            && self.huge_pending.swap(false, Ordering::Relaxed)
+        {
+            #[cfg(unix)]
+            // SAFETY: advising exactly this region's own mapping, which is huge-page aligned
+            // and a multiple of the huge page size (`huge_pending` is set only on that path).
+            unsafe {
+                libc::madvise(
+                    self.ptr.as_ptr() as *mut libc::c_void,
+                    self.len,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+
+    /// Whether the region has been advised to use huge pages.
+    pub(crate) fn on_huge_pages(&self) -> bool {
+        self.huge_capable && !self.huge_pending.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the region still waits to be advised to use huge pages (tests).
+    #[cfg(test)]
+    fn huge_pending(&self) -> bool {
+        self.huge_pending.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -155,6 +224,17 @@ impl<A: ZeroableAtomic> AtomicRegion<A> {
         })
     }
 
+    /// Tell the region its owner is about to use the first `used` atomics (see [`Region::grew_to`]).
+    #[inline]
+    pub(crate) fn grew_to(&self, used: usize) {
+        self.region.grew_to(used * std::mem::size_of::<A>());
+    }
+
+    /// See [`Region::use_huge_pages`].
+    pub(crate) fn use_huge_pages(&self) {
+        self.region.use_huge_pages();
+    }
+
     /// The atomics.
     #[inline(always)]
     pub(crate) fn as_slice(&self) -> &[A] {
@@ -194,5 +274,31 @@ mod tests {
         bytes[0] = 1;
         bytes[r.len - 1] = 2;
         assert_eq!((bytes[0], bytes[r.len - 1]), (1, 2));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn huge_pages_are_advised_once_the_owner_uses_enough_of_the_region() {
+        let small = Region::zeroed(1 << 20).expect("map");
+        small.grew_to(1 << 20);
+        assert!(
+            !small.huge_pending(),
+            "small regions never wait for huge pages"
+        );
+        let large = Region::zeroed(64 << 20).expect("map");
+        assert!(large.huge_pending());
+        large.grew_to(HUGE_PAGE_MIN - 1);
+        assert!(
+            large.huge_pending(),
+            "a barely used region keeps 4 KiB pages"
+        );
+        large.grew_to(HUGE_PAGE_MIN);
+        assert!(!large.huge_pending());
+        large.grew_to(32 << 20);
+        // Writing after the advice still works and reads back.
+        // SAFETY: the region is 64 MiB long and exclusively owned here.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(large.as_ptr(), 64 << 20) };
+        bytes[40 << 20] = 9;
+        assert_eq!(bytes[40 << 20], 9);
     }
 }
