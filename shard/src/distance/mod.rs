@@ -90,8 +90,8 @@ impl Kernels {
                 out.push(Kernels {
                     l2sq: x86::l2sq_avx512,
                     neg_dot: x86::neg_dot_avx512,
-                    l2sq_batch: x86::l2sq_batch_avx512,
-                    neg_dot_batch: x86::neg_dot_batch_avx512,
+                    l2sq_batch: x86::l2sq_rows_avx512::<BATCH>,
+                    neg_dot_batch: x86::neg_dot_rows_avx512::<BATCH>,
                     isa: "avx512f",
                 });
             }
@@ -101,8 +101,8 @@ impl Kernels {
                 out.push(Kernels {
                     l2sq: x86::l2sq_avx2,
                     neg_dot: x86::neg_dot_avx2,
-                    l2sq_batch: x86::l2sq_batch_avx2,
-                    neg_dot_batch: x86::neg_dot_batch_avx2,
+                    l2sq_batch: x86::l2sq_rows_avx2::<BATCH>,
+                    neg_dot_batch: x86::neg_dot_rows_avx2::<BATCH>,
                     isa: "avx2+fma",
                 });
             }

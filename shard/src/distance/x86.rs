@@ -1,87 +1,98 @@
 //! x86-64 kernels: AVX-512F (16 lanes, masked tail) and AVX2+FMA (8 lanes, scalar tail).
 //!
+//! Each instruction set has one kernel body per metric, generic over how many rows it
+//! compares with the query at once: the single-row kernel is the one-row instance and the
+//! batched kernel the [`super::BATCH`]-row instance of the same code, so a batch gives
+//! bit-identical results to single calls by construction. Loading the query once and keeping
+//! every row's loads in flight is what makes the batch faster.
+//!
 //! Every function here is `unsafe` because it needs CPU features; callers go through
 //! [`super::Distance`], which is only built after detection.
 
 use std::arch::x86_64::*;
 
-/// Squared L2, AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn l2sq_avx512(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc0 = _mm512_setzero_ps();
-    let mut acc1 = _mm512_setzero_ps();
-    let mut i = 0;
-    // SAFETY (all loads below): every offset read is < n, within both slices.
-    unsafe {
-        while i + 32 <= n {
-            let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-            let d1 = _mm512_sub_ps(
-                _mm512_loadu_ps(pa.add(i + 16)),
-                _mm512_loadu_ps(pb.add(i + 16)),
-            );
-            acc0 = _mm512_fmadd_ps(d0, d0, acc0);
-            acc1 = _mm512_fmadd_ps(d1, d1, acc1);
-            i += 32;
+/// Defines, for AVX-512F, `$rows` (one query against `N` rows) and `$single` (its one-row
+/// instance). Two accumulators per row over 32-float steps, then a 16-float step into the
+/// first and a masked tail into the second.
+macro_rules! avx512_kernel {
+    ($single:ident, $rows:ident, |$a:ident, $b:ident, $acc:ident| $step:expr, |$sum:ident| $finish:expr) => {
+        /// One query against `N` rows, AVX-512F.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        pub(super) unsafe fn $rows<const N: usize>(q: &[f32], rows: [&[f32]; N]) -> [f32; N] {
+            let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
+            let pq = q.as_ptr();
+            let p = rows.map(|r| r.as_ptr());
+            let mut lo = [_mm512_setzero_ps(); N];
+            let mut hi = [_mm512_setzero_ps(); N];
+            let mut i = 0;
+            // SAFETY (all loads below): every offset read is < n, within every slice.
+            unsafe {
+                while i + 32 <= n {
+                    let q0 = _mm512_loadu_ps(pq.add(i));
+                    let q1 = _mm512_loadu_ps(pq.add(i + 16));
+                    for r in 0..N {
+                        let ($a, $b, $acc) = (q0, _mm512_loadu_ps(p[r].add(i)), lo[r]);
+                        lo[r] = $step;
+                        let ($a, $b, $acc) = (q1, _mm512_loadu_ps(p[r].add(i + 16)), hi[r]);
+                        hi[r] = $step;
+                    }
+                    i += 32;
+                }
+                if i + 16 <= n {
+                    let q0 = _mm512_loadu_ps(pq.add(i));
+                    for r in 0..N {
+                        let ($a, $b, $acc) = (q0, _mm512_loadu_ps(p[r].add(i)), lo[r]);
+                        lo[r] = $step;
+                    }
+                    i += 16;
+                }
+                if i < n {
+                    let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
+                    let q0 = _mm512_maskz_loadu_ps(mask, pq.add(i));
+                    for r in 0..N {
+                        let ($a, $b, $acc) = (q0, _mm512_maskz_loadu_ps(mask, p[r].add(i)), hi[r]);
+                        hi[r] = $step;
+                    }
+                }
+            }
+            std::array::from_fn(|r| {
+                let $sum = _mm512_reduce_add_ps(_mm512_add_ps(lo[r], hi[r]));
+                $finish
+            })
         }
-        if i + 16 <= n {
-            let d = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
-            acc0 = _mm512_fmadd_ps(d, d, acc0);
-            i += 16;
+
+        /// One query against one row, AVX-512F.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn $single(a: &[f32], b: &[f32]) -> f32 {
+            // SAFETY: this function has the same target features as `$rows`.
+            let [d] = unsafe { $rows::<1>(a, [b]) };
+            d
         }
-        if i < n {
-            let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
-            let d = _mm512_sub_ps(
-                _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                _mm512_maskz_loadu_ps(mask, pb.add(i)),
-            );
-            acc1 = _mm512_fmadd_ps(d, d, acc1);
-        }
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    };
 }
 
-/// Negated inner product, AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn neg_dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc0 = _mm512_setzero_ps();
-    let mut acc1 = _mm512_setzero_ps();
-    let mut i = 0;
-    // SAFETY (all loads below): every offset read is < n, within both slices.
-    unsafe {
-        while i + 32 <= n {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
-            acc1 = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 16)),
-                _mm512_loadu_ps(pb.add(i + 16)),
-                acc1,
-            );
-            i += 32;
-        }
-        if i + 16 <= n {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
-            i += 16;
-        }
-        if i < n {
-            let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
-            acc1 = _mm512_fmadd_ps(
-                _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                _mm512_maskz_loadu_ps(mask, pb.add(i)),
-                acc1,
-            );
-        }
-    }
-    -_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
-}
+avx512_kernel!(
+    l2sq_avx512,
+    l2sq_rows_avx512,
+    |a, b, acc| {
+        let d = _mm512_sub_ps(a, b);
+        _mm512_fmadd_ps(d, d, acc)
+    },
+    |sum| sum
+);
+avx512_kernel!(
+    neg_dot_avx512,
+    neg_dot_rows_avx512,
+    |a, b, acc| _mm512_fmadd_ps(a, b, acc),
+    |sum| -sum
+);
 
 #[target_feature(enable = "avx2")]
 fn hsum256(v: __m256) -> f32 {
@@ -93,165 +104,30 @@ fn hsum256(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Squared L2, AVX2+FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut i = 0;
-    // SAFETY (all loads below): every offset read is < n, within both slices.
-    unsafe {
-        while i + 16 <= n {
-            let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-            let d1 = _mm256_sub_ps(
-                _mm256_loadu_ps(pa.add(i + 8)),
-                _mm256_loadu_ps(pb.add(i + 8)),
-            );
-            acc0 = _mm256_fmadd_ps(d0, d0, acc0);
-            acc1 = _mm256_fmadd_ps(d1, d1, acc1);
-            i += 16;
-        }
-        if i + 8 <= n {
-            let d = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
-            acc0 = _mm256_fmadd_ps(d, d, acc0);
-            i += 8;
-        }
-    }
-    let mut sum = hsum256(_mm256_add_ps(acc0, acc1));
-    while i < n {
-        let d = a[i] - b[i];
-        sum += d * d;
-        i += 1;
-    }
-    sum
-}
-
-/// Negated inner product, AVX2+FMA.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn neg_dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut i = 0;
-    // SAFETY (all loads below): every offset read is < n, within both slices.
-    unsafe {
-        while i + 16 <= n {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(i + 8)),
-                _mm256_loadu_ps(pb.add(i + 8)),
-                acc1,
-            );
-            i += 16;
-        }
-        if i + 8 <= n {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
-            i += 8;
-        }
-    }
-    let mut sum = hsum256(_mm256_add_ps(acc0, acc1));
-    while i < n {
-        sum += a[i] * b[i];
-        i += 1;
-    }
-    -sum
-}
-
-/// One query against `BATCH` rows at once, AVX-512F. Each row keeps the two accumulators and
-/// summation order of the single-row kernel, so results are bit-identical to it; loading the
-/// query once and keeping every row's loads in flight is what makes the batch faster.
-macro_rules! avx512_batch {
-    ($name:ident, |$a:ident, $b:ident, $acc:ident| $step:expr, |$sum:ident| $finish:expr) => {
-        /// # Safety
-        /// The CPU must support AVX-512F.
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn $name(q: &[f32], rows: [&[f32]; super::BATCH]) -> [f32; super::BATCH] {
-            let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
-            let pq = q.as_ptr();
-            let p = rows.map(|r| r.as_ptr());
-            let mut lo = [_mm512_setzero_ps(); super::BATCH];
-            let mut hi = [_mm512_setzero_ps(); super::BATCH];
-            let mut i = 0;
-            // SAFETY (all loads below): every offset read is < n, within every slice.
-            unsafe {
-                while i + 32 <= n {
-                    let q0 = _mm512_loadu_ps(pq.add(i));
-                    let q1 = _mm512_loadu_ps(pq.add(i + 16));
-                    for r in 0..super::BATCH {
-                        let ($a, $b, $acc) = (q0, _mm512_loadu_ps(p[r].add(i)), lo[r]);
-                        lo[r] = $step;
-                        let ($a, $b, $acc) = (q1, _mm512_loadu_ps(p[r].add(i + 16)), hi[r]);
-                        hi[r] = $step;
-                    }
-                    i += 32;
-                }
-                if i + 16 <= n {
-                    let q0 = _mm512_loadu_ps(pq.add(i));
-                    for r in 0..super::BATCH {
-                        let ($a, $b, $acc) = (q0, _mm512_loadu_ps(p[r].add(i)), lo[r]);
-                        lo[r] = $step;
-                    }
-                    i += 16;
-                }
-                if i < n {
-                    let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
-                    let q0 = _mm512_maskz_loadu_ps(mask, pq.add(i));
-                    for r in 0..super::BATCH {
-                        let ($a, $b, $acc) = (q0, _mm512_maskz_loadu_ps(mask, p[r].add(i)), hi[r]);
-                        hi[r] = $step;
-                    }
-                }
-            }
-            std::array::from_fn(|r| {
-                let $sum = _mm512_reduce_add_ps(_mm512_add_ps(lo[r], hi[r]));
-                $finish
-            })
-        }
-    };
-}
-
-avx512_batch!(
-    l2sq_batch_avx512,
-    |a, b, acc| {
-        let d = _mm512_sub_ps(a, b);
-        _mm512_fmadd_ps(d, d, acc)
-    },
-    |sum| sum
-);
-avx512_batch!(
-    neg_dot_batch_avx512,
-    |a, b, acc| _mm512_fmadd_ps(a, b, acc),
-    |sum| -sum
-);
-
-/// One query against `BATCH` rows at once, AVX2+FMA; bit-identical to the single-row kernel.
-macro_rules! avx2_batch {
-    ($name:ident, |$a:ident, $b:ident, $acc:ident| $step:expr, |$x:ident, $y:ident| $tail:expr, |$sum:ident| $finish:expr) => {
+/// Defines, for AVX2+FMA, `$rows` (one query against `N` rows) and `$single` (its one-row
+/// instance). Two accumulators per row over 16-float steps, an 8-float step into the first,
+/// then a scalar tail added to the horizontal sum.
+macro_rules! avx2_kernel {
+    ($single:ident, $rows:ident, |$a:ident, $b:ident, $acc:ident| $step:expr, |$x:ident, $y:ident| $tail:expr, |$sum:ident| $finish:expr) => {
+        /// One query against `N` rows, AVX2+FMA.
+        ///
         /// # Safety
         /// The CPU must support AVX2 and FMA.
         #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn $name(q: &[f32], rows: [&[f32]; super::BATCH]) -> [f32; super::BATCH] {
+        #[inline]
+        pub(super) unsafe fn $rows<const N: usize>(q: &[f32], rows: [&[f32]; N]) -> [f32; N] {
             let n = rows.iter().fold(q.len(), |n, r| n.min(r.len()));
             let pq = q.as_ptr();
             let p = rows.map(|r| r.as_ptr());
-            let mut lo = [_mm256_setzero_ps(); super::BATCH];
-            let mut hi = [_mm256_setzero_ps(); super::BATCH];
+            let mut lo = [_mm256_setzero_ps(); N];
+            let mut hi = [_mm256_setzero_ps(); N];
             let mut i = 0;
             // SAFETY (all loads below): every offset read is < n, within every slice.
             unsafe {
                 while i + 16 <= n {
                     let q0 = _mm256_loadu_ps(pq.add(i));
                     let q1 = _mm256_loadu_ps(pq.add(i + 8));
-                    for r in 0..super::BATCH {
+                    for r in 0..N {
                         let ($a, $b, $acc) = (q0, _mm256_loadu_ps(p[r].add(i)), lo[r]);
                         lo[r] = $step;
                         let ($a, $b, $acc) = (q1, _mm256_loadu_ps(p[r].add(i + 8)), hi[r]);
@@ -261,7 +137,7 @@ macro_rules! avx2_batch {
                 }
                 if i + 8 <= n {
                     let q0 = _mm256_loadu_ps(pq.add(i));
-                    for r in 0..super::BATCH {
+                    for r in 0..N {
                         let ($a, $b, $acc) = (q0, _mm256_loadu_ps(p[r].add(i)), lo[r]);
                         lo[r] = $step;
                     }
@@ -277,11 +153,23 @@ macro_rules! avx2_batch {
                 $finish
             })
         }
+
+        /// One query against one row, AVX2+FMA.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2 and FMA.
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn $single(a: &[f32], b: &[f32]) -> f32 {
+            // SAFETY: this function has the same target features as `$rows`.
+            let [d] = unsafe { $rows::<1>(a, [b]) };
+            d
+        }
     };
 }
 
-avx2_batch!(
-    l2sq_batch_avx2,
+avx2_kernel!(
+    l2sq_avx2,
+    l2sq_rows_avx2,
     |a, b, acc| {
         let d = _mm256_sub_ps(a, b);
         _mm256_fmadd_ps(d, d, acc)
@@ -289,8 +177,9 @@ avx2_batch!(
     |x, y| (x - y) * (x - y),
     |sum| sum
 );
-avx2_batch!(
-    neg_dot_batch_avx2,
+avx2_kernel!(
+    neg_dot_avx2,
+    neg_dot_rows_avx2,
     |a, b, acc| _mm256_fmadd_ps(a, b, acc),
     |x, y| x * y,
     |sum| -sum
