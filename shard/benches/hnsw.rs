@@ -139,8 +139,12 @@ fn main() {
     seg.repair();
     let build = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
+    // What one reachability check (the first step of every repair pass) costs at this size.
+    let t = Instant::now();
+    let reachable = seg.reachable();
+    let reach_ms = t.elapsed().as_secs_f64() * 1e3;
     println!(
-        "{{\"engine\":\"longbow\",\"n\":{n},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_secs\":{build:.3},\"threads\":{},\"index_bytes\":{},\"rss_delta_bytes\":{},\"isa\":\"{}\"}}",
+        "{{\"engine\":\"longbow\",\"n\":{n},\"dim\":{},\"m\":{},\"ef_construction\":{},\"build_secs\":{build:.3},\"threads\":{},\"index_bytes\":{},\"rss_delta_bytes\":{},\"isa\":\"{}\",\"reachable\":{reachable},\"reachability_check_ms\":{reach_ms:.2}}}",
         a.dim,
         a.m,
         a.ef_construction,

@@ -401,6 +401,21 @@ impl Replica {
         }
     }
 
+    /// Graph health: `(linked, reachable, unrepaired)` summed over segments — rows linked into
+    /// the graphs, how many of them a search can reach from the entry points, and how many were
+    /// linked since their segment's last repair pass. Walks every graph: for checks, not for
+    /// hot paths.
+    pub fn graph_health(&self) -> (usize, usize, usize) {
+        let st = self.state.read();
+        st.segments.iter().fold((0, 0, 0), |(l, r, u), s| {
+            (
+                l + s.index.indexed(),
+                r + s.index.reachable(),
+                u + s.index.unrepaired(),
+            )
+        })
+    }
+
     /// Stop the threads after the queued writes are committed. Idempotent.
     pub fn shutdown(&self) {
         self.commits.lock().take();

@@ -178,6 +178,12 @@ impl SegmentIndex {
         self.graph.repair(&self.arena, self.dist, indexed)
     }
 
+    /// Rows linked since the last repair pass (the indexer's cue to run one).
+    pub fn unrepaired(&self) -> usize {
+        self.indexed()
+            .saturating_sub(self.repaired.load(Ordering::Acquire))
+    }
+
     /// Rows on layer 0 reachable from the entry point (a graph health check).
     pub fn reachable(&self) -> usize {
         self.graph.reachable(self.indexed())

@@ -1,0 +1,63 @@
+//! The background indexer: rows are linked after they are acknowledged, and graph repair
+//! runs in amortised passes that still reach every row once writes pause.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use longbow_common::Metric;
+use longbow_shard::replica::indexer::{REPAIR_FRACTION, REPAIR_IDLE};
+use longbow_shard::synth;
+
+#[test]
+fn a_trickle_below_the_repair_threshold_is_repaired_once_writes_pause() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dim = 16;
+    let base = 4_000u64;
+    let trickle = 20u64;
+    // The trickle alone never reaches the amortised threshold, so only the idle pass can
+    // repair it.
+    assert!((trickle as usize) < (base as usize) / REPAIR_FRACTION);
+    let data = synth::clustered((base + trickle) as usize, dim, 20, 5);
+    let node = open_node(tmp.path(), 1 << 16);
+    let r = node
+        .create_replica(create_req("trickle", dim, Metric::L2))
+        .expect("create");
+    let rt = runtime();
+    let ids: Vec<u64> = (0..base).collect();
+    rt.block_on(r.upsert(&batch(&ids, &data[..base as usize * dim], dim)))
+        .expect("bulk write");
+    wait_indexed(&r);
+    wait_repaired(&r);
+    for id in base..base + trickle {
+        let row = &data[id as usize * dim..(id as usize + 1) * dim];
+        rt.block_on(r.upsert(&batch(&[id], row, dim)))
+            .expect("small write");
+    }
+    let last_write = Instant::now();
+    wait_indexed(&r);
+    let (_, _, unrepaired) = r.graph_health();
+    assert!(
+        unrepaired > 0 || last_write.elapsed() >= REPAIR_IDLE,
+        "the trickle was repaired before the indexer went idle: repair is not amortised"
+    );
+
+    let (linked, reachable, unrepaired) = wait_repaired(&r);
+    assert_eq!(linked as u64, base + trickle, "every row is linked");
+    assert_eq!(unrepaired, 0, "the idle pass repaired the trickle");
+    assert_eq!(reachable, linked, "every linked row is reachable");
+    node.shutdown();
+}
+
+/// Poll (bounded) until no segment has unrepaired rows; returns the last graph health.
+fn wait_repaired(r: &longbow_shard::replica::Replica) -> (usize, usize, usize) {
+    let deadline = Instant::now() + REPAIR_IDLE * 20;
+    loop {
+        let health = r.graph_health();
+        if health.2 == 0 || Instant::now() > deadline {
+            return health;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
