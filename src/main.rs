@@ -46,6 +46,11 @@ pub(crate) struct StorageArgs {
     /// Bytes per WAL file before it rotates.
     #[arg(long, env = "LONGBOW_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub(crate) wal_segment_bytes: u64,
+    /// Distance kernels: `auto` (the best this CPU runs), `avx512f`, `avx2+fma` or `scalar`.
+    /// A set this CPU cannot run stops start-up with an error.
+    #[arg(long, env = "LONGBOW_SIMD", default_value = "auto",
+          value_parser = clap::builder::PossibleValuesParser::new(["auto", "avx512f", "avx2+fma", "scalar"]))]
+    pub(crate) simd: String,
 }
 
 /// Settings shared by the roles that run a coordinator.

@@ -81,6 +81,7 @@ async fn start_shard(
     storage: &StorageArgs,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ShardHandle> {
+    longbow_shard::distance::select(&storage.simd)?;
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         replica: replica_settings(storage),

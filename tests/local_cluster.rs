@@ -421,20 +421,6 @@ async fn raw_action(
         .expect("result")
 }
 
-fn http_get(base: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let host = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).expect("connect http");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
-
 trait CollectAll {
     async fn try_collect_all(self) -> Vec<arrow_array::RecordBatch>;
 }

@@ -272,6 +272,12 @@ impl longbow_common::http::Health for ShardNode {
             "counter",
             stats.iter().map(|(_, n)| n).sum(),
         );
+        let isa = crate::distance::kernels().isa;
+        out.push_str(&format!(
+            "# HELP longbow_shard_distance_kernels_info Distance kernel set in use (chosen once at start-up)\n\
+             # TYPE longbow_shard_distance_kernels_info gauge\n\
+             longbow_shard_distance_kernels_info{{isa=\"{isa}\"}} 1\n"
+        ));
         out.push_str("# EOF\n");
         out
     }

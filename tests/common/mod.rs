@@ -27,37 +27,22 @@ pub struct Local {
 impl Local {
     /// Start with `shards` shard nodes over `dir`; waits (bounded) for the ready line.
     pub fn start(dir: &Path, shards: u32) -> Local {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_longbow"))
-            .args([
-                "local",
-                "--data-port",
-                "0",
-                "--meta-port",
-                "0",
-                "--http-port",
-                "0",
-                "--shards",
-            ])
-            .arg(shards.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .env("LONGBOW_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn longbow");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("longbow local printed its endpoints");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_longbow"));
+        cmd.args([
+            "local",
+            "--data-port",
+            "0",
+            "--meta-port",
+            "0",
+            "--http-port",
+            "0",
+            "--shards",
+        ])
+        .arg(shards.to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LONGBOW_LOG", "warn");
+        let (child, line) = spawn_until_first_line(cmd);
         let word = |key: &str| {
             let rest = line
                 .split(&format!("{key} "))
@@ -75,22 +60,7 @@ impl Local {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
-        // SAFETY: sending a signal to our own child process by pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "longbow local exited with {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "longbow local did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child);
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -113,6 +83,61 @@ impl Drop for Local {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawn `cmd` with stdout piped and wait (bounded) for its first line, which the roles print
+/// once they serve. Stderr is inherited so a failing start shows its error in the test output.
+pub fn spawn_until_first_line(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn longbow");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("longbow printed its endpoints");
+    (child, line)
+}
+
+/// Send SIGTERM to a child we started and wait (bounded) for a clean exit.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: sending a signal to our own child process by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "longbow exited with {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "longbow did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response (status line, headers, body).
+pub fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).expect("connect http");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
 }
 
 pub async fn connect(uri: &str) -> FlightClient {

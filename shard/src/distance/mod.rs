@@ -127,31 +127,89 @@ impl Kernels {
     }
 }
 
-/// The kernel set chosen for this process (detected on first use, then fixed).
-pub fn kernels() -> &'static Kernels {
-    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
-    CHOSEN.get_or_init(detect)
+/// Why a kernel set could not be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelChoiceError {
+    /// The name is not a kernel set Longbow has.
+    #[error("simd: unknown kernel set {name:?}; choose auto, avx512f, avx2+fma or scalar")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// This CPU lacks the instructions of the named set.
+    #[error("simd: this CPU cannot run {name}; it supports {supported}")]
+    Unsupported {
+        /// The name asked for.
+        name: String,
+        /// The sets this CPU can run, best first.
+        supported: String,
+    },
+    /// The process already runs another set (kernels are chosen once).
+    #[error(
+        "simd: kernels are already fixed to {chosen} in this process; cannot switch to {name}"
+    )]
+    AlreadyChosen {
+        /// The set in use.
+        chosen: &'static str,
+        /// The name asked for.
+        name: String,
+    },
 }
 
-fn detect() -> Kernels {
-    let forced = std::env::var("LONGBOW_SIMD").ok();
+/// Names a `--simd` choice may take besides `auto`, best first.
+pub const KERNEL_SET_NAMES: [&str; 3] = ["avx512f", "avx2+fma", "scalar"];
+
+/// The kernel set `choice` names on this CPU: `auto` is the best available; a set's name is
+/// that set, or an error when this CPU lacks its instructions.
+pub fn resolve(choice: &str) -> Result<Kernels, KernelChoiceError> {
     let all = Kernels::available();
-    let chosen = match forced.as_deref() {
-        Some(name) => all
-            .iter()
-            .find(|k| k.isa == name)
-            .copied()
-            .unwrap_or_else(|| {
-                tracing::warn!(
-                    requested = name,
-                    "LONGBOW_SIMD names no kernel set this CPU supports; using the best one"
-                );
-                all[0]
-            }),
-        None => all[0],
-    };
-    tracing::info!(isa = chosen.isa, "distance kernels selected");
-    chosen
+    if choice == "auto" {
+        // `available` always ends with the scalar set, so it is never empty.
+        return Ok(all[0]);
+    }
+    if !KERNEL_SET_NAMES.contains(&choice) {
+        return Err(KernelChoiceError::Unknown {
+            name: choice.to_string(),
+        });
+    }
+    all.iter()
+        .find(|k| k.isa == choice)
+        .copied()
+        .ok_or_else(|| KernelChoiceError::Unsupported {
+            name: choice.to_string(),
+            supported: all.iter().map(|k| k.isa).collect::<Vec<_>>().join(", "),
+        })
+}
+
+static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+
+/// Fix this process's kernel set to `choice` (see [`resolve`]). Call at start-up, before any
+/// segment exists; a later call succeeds only if it resolves to the set already in use.
+pub fn select(choice: &str) -> Result<&'static Kernels, KernelChoiceError> {
+    let wanted = resolve(choice)?;
+    let chosen = CHOSEN.get_or_init(|| {
+        tracing::info!(isa = wanted.isa, choice, "distance kernels selected");
+        wanted
+    });
+    if chosen.isa == wanted.isa {
+        Ok(chosen)
+    } else {
+        Err(KernelChoiceError::AlreadyChosen {
+            chosen: chosen.isa,
+            name: choice.to_string(),
+        })
+    }
+}
+
+/// The kernel set of this process: the one [`select`] fixed, or else the best this CPU runs
+/// (fixed on first use).
+pub fn kernels() -> &'static Kernels {
+    CHOSEN.get_or_init(|| {
+        // `available` always ends with the scalar set, so it is never empty.
+        let best = Kernels::available()[0];
+        tracing::info!(isa = best.isa, "distance kernels selected");
+        best
+    })
 }
 
 /// Scale `v` to unit length in place. Returns false (leaving `v` unchanged) for a zero vector.

@@ -105,3 +105,39 @@ fn normalize_gives_unit_length_and_rejects_zero() {
     let mut z = vec![0.0; 4];
     assert!(!normalize(&mut z));
 }
+
+#[test]
+fn auto_resolves_to_the_best_set_and_every_name_to_itself_or_a_precise_error() {
+    let available = Kernels::available();
+    assert_eq!(resolve("auto").expect("auto").isa, available[0].isa);
+    assert_eq!(resolve("scalar").expect("scalar").isa, "scalar");
+    for name in KERNEL_SET_NAMES {
+        match resolve(name) {
+            Ok(k) => assert_eq!(k.isa, name),
+            Err(KernelChoiceError::Unsupported { supported, .. }) => {
+                assert!(!available.iter().any(|k| k.isa == name));
+                assert!(supported.ends_with("scalar"), "{supported}");
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    let err = resolve("avx9000").expect_err("unknown name");
+    assert!(matches!(err, KernelChoiceError::Unknown { .. }));
+    assert!(err.to_string().contains("avx9000"), "{err}");
+}
+
+#[test]
+fn kernels_are_chosen_once_per_process() {
+    let chosen = kernels().isa;
+    assert_eq!(select(chosen).expect("same set again").isa, chosen);
+    if chosen != "scalar" {
+        let err = select("scalar").expect_err("switching sets");
+        assert_eq!(
+            err,
+            KernelChoiceError::AlreadyChosen {
+                chosen,
+                name: "scalar".into()
+            }
+        );
+    }
+}
