@@ -42,6 +42,8 @@ pub struct Metrics {
     pub raft_leader: Gauge,
     /// Shard nodes currently considered live.
     pub shard_nodes_live: Gauge,
+    /// Caught Arrow IPC decoder panics (synced from `longbow_common::flight` when encoding).
+    flight_decoder_panics: Counter,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,7 @@ impl Default for Metrics {
         let raft_term = Gauge::default();
         let raft_leader = Gauge::default();
         let shard_nodes_live = Gauge::default();
+        let flight_decoder_panics = Counter::default();
         registry.register(
             "longbow_rpc_requests",
             "Client RPCs by method and status",
@@ -97,6 +100,11 @@ impl Default for Metrics {
             "Shard nodes with a recent heartbeat",
             shard_nodes_live.clone(),
         );
+        registry.register(
+            "longbow_flight_decoder_panics",
+            "Malformed client messages on which the Arrow IPC decoder panicked (caught and refused)",
+            flight_decoder_panics.clone(),
+        );
         Metrics {
             registry,
             rpc_requests,
@@ -107,6 +115,7 @@ impl Default for Metrics {
             raft_term,
             raft_leader,
             shard_nodes_live,
+            flight_decoder_panics,
         }
     }
 }
@@ -126,6 +135,11 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        let caught = longbow_common::flight::decoder_panics();
+        let shown = self.flight_decoder_panics.get();
+        if caught > shown {
+            self.flight_decoder_panics.inc_by(caught - shown);
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "encoding metrics");

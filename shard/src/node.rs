@@ -272,6 +272,12 @@ impl longbow_common::http::Health for ShardNode {
             "counter",
             stats.iter().map(|(_, n)| n).sum(),
         );
+        gauge(
+            "longbow_flight_decoder_panics_total",
+            "Malformed client messages on which the Arrow IPC decoder panicked (caught and refused)",
+            "counter",
+            longbow_common::flight::decoder_panics(),
+        );
         let isa = crate::distance::kernels().isa;
         out.push_str(&format!(
             "# HELP longbow_shard_distance_kernels_info Distance kernel set in use (chosen once at start-up)\n\

@@ -3,70 +3,14 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
 use longbow_common::shard_api::{DeleteResponse, ReplicaStats, WriteAck};
 use longbow_shard::synth;
 use serde_json::json;
-use tokio::sync::oneshot;
-
-struct Server {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    node: Arc<longbow_shard::ShardNode>,
-}
-
-async fn start(dir: &std::path::Path) -> Server {
-    let node = Arc::new(open_node(dir, 2_000));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let n = node.clone();
-    let task = tokio::spawn(async move {
-        longbow_shard::service::serve(n, listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .expect("serve");
-    });
-    Server {
-        addr,
-        stop: Some(tx),
-        task,
-        node,
-    }
-}
-
-impl Server {
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.task.await;
-        let node = self.node.clone();
-        tokio::task::spawn_blocking(move || node.shutdown())
-            .await
-            .expect("shutdown");
-    }
-}
-
-async fn client(addr: std::net::SocketAddr) -> FlightClient {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    FlightClient::new(channel)
-}
 
 async fn action(
     c: &mut FlightClient,
@@ -77,13 +21,6 @@ async fn action(
     let mut stream = c.do_action(action).await.map_err(status)?;
     let bytes = stream.next().await.expect("one result").map_err(status)?;
     Ok(serde_json::from_slice(&bytes).expect("json reply"))
-}
-
-fn status(e: FlightError) -> tonic::Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        other => panic!("expected a gRPC status, got {other}"),
-    }
 }
 
 async fn put(

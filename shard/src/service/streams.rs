@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightData, PutResult, Ticket};
 use futures::{StreamExt, TryStreamExt};
+use longbow_common::flight::RequestBatches;
 use longbow_common::model::{validate_ef, validate_k};
 use longbow_common::shard_api::{parse_json, SearchCommand, ShardTicket, WriteAck, WriteCommand};
 use longbow_common::vectors::vectors_from_array;
@@ -32,7 +32,7 @@ fn bad(e: ContractError) -> Status {
 async fn open_cmd(
     stream: Streaming<FlightData>,
     what: &str,
-) -> Result<(Vec<u8>, FlightRecordBatchStream), Status> {
+) -> Result<(Vec<u8>, RequestBatches), Status> {
     let (desc, batches) = longbow_common::flight::open_stream(stream, what).await?;
     Ok((desc.cmd.to_vec(), batches))
 }

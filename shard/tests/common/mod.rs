@@ -130,3 +130,68 @@ pub fn wait_indexed(replica: &longbow_shard::replica::Replica) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A shard node serving its Flight API in this process on a free loopback port.
+pub struct Server {
+    /// Where the Flight API listens.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    node: Arc<longbow_shard::ShardNode>,
+}
+
+/// Open a node over `dir` (segments of 2,000 rows) and serve it.
+pub async fn start(dir: &std::path::Path) -> Server {
+    let node = Arc::new(open_node(dir, 2_000));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let n = node.clone();
+    let task = tokio::spawn(async move {
+        longbow_shard::service::serve(n, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    Server {
+        addr,
+        stop: Some(tx),
+        task,
+        node,
+    }
+}
+
+impl Server {
+    /// Stop serving, then shut the node down (queued writes are committed).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || node.shutdown())
+            .await
+            .expect("shutdown");
+    }
+}
+
+/// A Flight client connected to `addr`.
+pub async fn client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    arrow_flight::FlightClient::new(channel)
+}
+
+/// The gRPC status inside a Flight error (panics on any other error).
+pub fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
