@@ -61,3 +61,48 @@ fn wait_repaired(r: &longbow_shard::replica::Replica) -> (usize, usize, usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn upsert_churn_of_the_same_vectors_keeps_every_live_version_findable() {
+    // The same 16 rows written 250 times: 4,000 row versions of 16 vectors, 3,984 of them
+    // tombstoned, over two segments. Each live version must still be its own nearest row.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dim = 8;
+    let node = open_node(tmp.path(), 2_000);
+    let r = node
+        .create_replica(create_req("churn", dim, Metric::L2))
+        .expect("create");
+    let rt = runtime();
+    let ids: Vec<u64> = (0..16).collect();
+    let data = synth::clustered(16, dim, 4, 21);
+    for _ in 0..250 {
+        rt.block_on(r.upsert(&batch(&ids, &data, dim)))
+            .expect("upsert");
+    }
+    wait_indexed(&r);
+    let stats = r.stats();
+    assert_eq!((stats.count, stats.deleted), (16, 3_984));
+    let (linked, reachable, _) = wait_repaired(&r);
+    assert_eq!(reachable, linked, "every row version stays reachable");
+    for (id, v) in ids.iter().zip(data.chunks(dim)) {
+        let hits = r
+            .search(
+                longbow_common::vectors::Vectors {
+                    dim,
+                    data: v.to_vec(),
+                },
+                &longbow_shard::replica::SearchParams {
+                    k: 1,
+                    ef: 16,
+                    filter: None,
+                    columns: vec![],
+                    include_vectors: false,
+                    allow_missing_columns: false,
+                },
+                0,
+            )
+            .expect("search");
+        assert_eq!(u64_column(&hits, "id"), vec![*id], "live version of {id}");
+    }
+    node.shutdown();
+}

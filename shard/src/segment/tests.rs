@@ -94,3 +94,74 @@ fn dot_metric_ranks_by_inner_product() {
     let nodes: Vec<u32> = got.iter().map(|c| c.node).collect();
     assert_eq!(nodes, vec![99, 98, 97]);
 }
+
+/// 2,000 distinct clustered rows, then 3,000 copies of row 0 and 100 copies of each of rows
+/// 1..=16 interleaved (a re-ingested data set, or many texts that embed identically).
+fn with_duplicates(dim: usize) -> Vec<f32> {
+    let mut data = synth::clustered(2_000, dim, 20, 9);
+    let row = |data: &[f32], i: usize| data[i * dim..(i + 1) * dim].to_vec();
+    for round in 0..3_000 {
+        data.extend(row(&data, 0));
+        if round < 1_600 {
+            data.extend(row(&data, 1 + round % 16));
+        }
+    }
+    data
+}
+
+#[test]
+fn exact_duplicates_keep_every_row_reachable() {
+    let dim = 16;
+    let data = with_duplicates(dim);
+    let n = data.len() / dim;
+    let seg = build(&data, dim, Metric::L2, &IndexParams::default());
+    assert_eq!(seg.reachable(), n, "duplicates cut rows off the graph");
+}
+
+#[test]
+fn any_live_copy_of_a_duplicated_vector_is_found() {
+    let dim = 16;
+    let data = with_duplicates(dim);
+    let n = data.len() / dim;
+    let seg = build(&data, dim, Metric::L2, &IndexParams::default());
+    let q = &data[..dim];
+    // All copies of row 0 but the last three are tombstoned (upsert churn): those three,
+    // and nothing else, are at distance 0.
+    let copies: Vec<u32> = (0..n as u32).filter(|&o| seg.vector(o) == q).collect();
+    assert_eq!(copies.len(), 3_001);
+    let live = &copies[copies.len() - 3..];
+    let accept = |o: u32| seg.vector(o) != q || live.contains(&o);
+    let got = seg.search(q, 10, 64, &accept);
+    let at_zero: Vec<u32> = got
+        .iter()
+        .filter(|c| c.dist == 0.0)
+        .map(|c| c.node)
+        .collect();
+    assert_eq!(at_zero.len(), 3, "{got:?}");
+    assert!(at_zero.iter().all(|o| live.contains(o)));
+    assert_eq!(got.len(), 10);
+    // Without tombstones, k copies come back, all at distance 0.
+    let got = seg.search(q, 10, 64, &|_| true);
+    assert!(got.iter().all(|c| c.dist == 0.0), "{got:?}");
+}
+
+#[test]
+fn duplicates_do_not_hurt_recall_of_distinct_rows() {
+    let dim = 16;
+    let data = with_duplicates(dim);
+    let seg = build(&data, dim, Metric::L2, &IndexParams::default());
+    let queries = synth::clustered(200, dim, 20, 9 + 1);
+    // Copies tie at equal distance, so which copy the truth lists is arbitrary: a result
+    // counts when it is no farther than the true 10th neighbour.
+    let truth = synth::ground_truth(&data, &queries, dim, 10, false);
+    let l2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
+    let mut hits = 0;
+    for (q, t) in queries.chunks(dim).zip(&truth) {
+        let kth = l2(q, seg.vector(t[9]));
+        let got = seg.search(q, 10, 64, &|_| true);
+        hits += got.iter().filter(|c| c.dist <= kth * (1.0 + 1e-5)).count();
+    }
+    let r = hits as f64 / (10 * truth.len()) as f64;
+    eprintln!("recall@10 of distinct rows among duplicates = {r}");
+    assert!(r >= 0.95, "recall@10 = {r}");
+}

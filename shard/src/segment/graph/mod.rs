@@ -8,11 +8,13 @@
 //! whose vector was published before it was linked, so any offset read is valid.
 //!
 //! This module knows nothing of ids, payload or deletes: it maps dense offsets to neighbours.
-//! Callers decide which offsets are acceptable as results through a predicate.
+//! Callers decide which offsets are acceptable as results through a predicate. Exact
+//! duplicates are chained to one graph node instead of linked (`duplicates`); nodes that
+//! pruning cut off are linked back by `repair`.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -20,6 +22,9 @@ use super::arena::VectorArena;
 use super::region::AtomicRegion;
 use super::visited::{VisitedPool, VisitedSet};
 use crate::distance::Distance;
+
+mod duplicates;
+mod repair;
 
 /// Highest layer a node may get (probability m^-16 makes more pointless).
 const MAX_LEVEL: usize = 16;
@@ -75,6 +80,11 @@ pub(crate) struct Graph {
     entry_lock: Mutex<()>,
     visited: VisitedPool,
     upper_bytes: AtomicUsize,
+    /// Per node: the next row of its exact-duplicate chain plus one, 0 at the end (see
+    /// `duplicates`). For a node in the graph this is its chain's first row.
+    dup_next: AtomicRegion<AtomicU32>,
+    /// Set once any chain exists; until then searches skip every chain lookup.
+    has_dups: AtomicBool,
 }
 
 impl Graph {
@@ -101,6 +111,8 @@ impl Graph {
             entry_lock: Mutex::new(()),
             visited: VisitedPool::new(capacity),
             upper_bytes: AtomicUsize::new(0),
+            dup_next: AtomicRegion::zeroed(capacity)?,
+            has_dups: AtomicBool::new(false),
         })
     }
 
@@ -112,7 +124,7 @@ impl Graph {
 
     /// Bytes used by neighbour lists of the first `nodes` nodes.
     pub(crate) fn used_bytes(&self, nodes: usize) -> usize {
-        nodes * (1 + self.m0) * 4 + self.upper_bytes.load(Ordering::Relaxed)
+        nodes * (2 + self.m0) * 4 + self.upper_bytes.load(Ordering::Relaxed)
     }
 
     /// The layer of `node`: deterministic in (seed, node), geometric with ratio 1/m.
@@ -236,7 +248,9 @@ impl Graph {
     }
 
     /// Beam search on one layer. Returns up to `ef` accepted candidates, nearest first.
-    /// Rejected nodes are still traversed (they carry the walk) but never returned.
+    /// Rejected nodes are still traversed (they carry the walk) but never returned; with
+    /// `skipped`, those that have duplicate chains are collected there (their copies may be
+    /// accepted).
     #[allow(clippy::too_many_arguments)]
     fn search_layer(
         &self,
@@ -248,15 +262,14 @@ impl Graph {
         level: usize,
         visited: &mut VisitedSet,
         accept: &dyn Fn(u32) -> bool,
+        mut skipped: Option<&mut Vec<Candidate>>,
     ) -> Vec<Candidate> {
         let mut frontier: BinaryHeap<Nearest> = BinaryHeap::with_capacity(ef * 2);
         let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(ef + 1);
         for &e in entries {
             if visited.insert(e.node) {
                 frontier.push(Nearest(std::cmp::Reverse(e)));
-                if accept(e.node) {
-                    top.push(e);
-                }
+                self.offer(e, accept, &mut top, &mut skipped);
             }
         }
         while top.len() > ef {
@@ -287,11 +300,9 @@ impl Graph {
                         crate::distance::prefetch_all(self.list(n, level));
                     }
                     frontier.push(Nearest(std::cmp::Reverse(Candidate { dist: d, node: n })));
-                    if accept(n) {
-                        top.push(Candidate { dist: d, node: n });
-                        if top.len() > ef {
-                            top.pop();
-                        }
+                    let c = Candidate { dist: d, node: n };
+                    if self.offer(c, accept, &mut top, &mut skipped) && top.len() > ef {
+                        top.pop();
                     }
                     if let Some(worst) = top.peek() {
                         bound = worst.dist;
@@ -300,6 +311,29 @@ impl Graph {
             });
         }
         top.into_sorted_vec()
+    }
+
+    /// Offer a reached node to a beam search's results: an accepted node goes to `top`
+    /// (returns true); a rejected one with a duplicate chain goes to `skipped`, when collected,
+    /// since its copies may be accepted.
+    #[inline(always)]
+    fn offer(
+        &self,
+        c: Candidate,
+        accept: &dyn Fn(u32) -> bool,
+        top: &mut BinaryHeap<Candidate>,
+        skipped: &mut Option<&mut Vec<Candidate>>,
+    ) -> bool {
+        if accept(c.node) {
+            top.push(c);
+            return true;
+        }
+        if let Some(skipped) = skipped.as_deref_mut() {
+            if self.has_copies(c.node) {
+                skipped.push(c);
+            }
+        }
+        false
     }
 
     /// Heuristic neighbour selection (algorithm 4): keep a candidate only if it is nearer to
@@ -372,7 +406,6 @@ impl Graph {
     /// Safe to call concurrently for different nodes.
     pub(crate) fn insert(&self, arena: &VectorArena, dist: Distance, node: u32) {
         let level = self.level_of(node);
-        self.alloc_upper(node, level);
         self.level0.grew_to((node as usize + 1) * (1 + self.m0));
         let q = arena.row(node);
         let entry = match self.entry() {
@@ -382,6 +415,7 @@ impl Graph {
                 match self.entry() {
                     Some(e) => e,
                     None => {
+                        self.alloc_upper(node, level);
                         self.entry
                             .store(((level as u64) << 32) | node as u64, Ordering::Release);
                         return;
@@ -398,7 +432,8 @@ impl Graph {
         let mut entries = vec![cur];
         let mut visited = self.visited.get();
         let not_self = |n: u32| n != node;
-        for lc in (0..=level.min(top_level)).rev() {
+        let first = level.min(top_level);
+        for lc in (0..=first).rev() {
             visited.clear();
             let found = self.search_layer(
                 arena,
@@ -409,7 +444,16 @@ impl Graph {
                 lc,
                 &mut visited,
                 &not_self,
+                None,
             );
+            if lc == first {
+                // An exact duplicate joins its original's chain instead of the graph.
+                if let Some(original) = self.duplicate_of(arena, q, &found) {
+                    self.chain(original, node);
+                    return;
+                }
+                self.alloc_upper(node, level);
+            }
             let chosen = self.select(arena, dist, &found, self.max_at(lc));
             {
                 let _g = self.lock(node);
@@ -431,7 +475,8 @@ impl Graph {
         }
     }
 
-    /// The `k` nearest accepted nodes to `q` with a beam of `ef`, nearest first.
+    /// The `k` nearest accepted rows to `q` with a beam of `ef`, nearest first: graph nodes
+    /// and their exact duplicates (see `duplicates`).
     pub(crate) fn search(
         &self,
         arena: &VectorArena,
@@ -440,6 +485,34 @@ impl Graph {
         k: usize,
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Candidate> {
+        self.search_with(arena, dist, q, k, ef, accept, true)
+    }
+
+    /// The `k` nearest accepted graph nodes only (never a chained duplicate): what a new link
+    /// may point at.
+    fn search_linked(
+        &self,
+        arena: &VectorArena,
+        dist: Distance,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Candidate> {
+        self.search_with(arena, dist, q, k, ef, accept, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn search_with(
+        &self,
+        arena: &VectorArena,
+        dist: Distance,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+        copies: bool,
     ) -> Vec<Candidate> {
         let Some((ep, top_level)) = self.entry() else {
             return Vec::new();
@@ -450,95 +523,24 @@ impl Graph {
         };
         let cur = self.descend(arena, dist, q, start, top_level, 0);
         let mut visited = self.visited.get();
-        let mut found =
-            self.search_layer(arena, dist, q, &[cur], ef.max(k), 0, &mut visited, accept);
+        let copies = copies && self.has_dups.load(Ordering::Acquire);
+        let mut skipped = Vec::new();
+        let mut found = self.search_layer(
+            arena,
+            dist,
+            q,
+            &[cur],
+            ef.max(k),
+            0,
+            &mut visited,
+            accept,
+            copies.then_some(&mut skipped),
+        );
+        if copies {
+            return self.with_copies(found, skipped, k, accept);
+        }
         found.truncate(k);
         found
-    }
-
-    /// How many of the first `nodes` offsets are reachable from the entry point on layer 0.
-    pub(crate) fn reachable(&self, nodes: usize) -> usize {
-        self.reachability(nodes).iter().filter(|&&r| r).count()
-    }
-
-    /// Which of the first `nodes` offsets are reachable from the entry point on layer 0.
-    fn reachability(&self, nodes: usize) -> Vec<bool> {
-        let mut seen = vec![false; nodes.min(self.capacity)];
-        let Some((ep, _)) = self.entry() else {
-            return seen;
-        };
-        let mut stack = vec![ep];
-        let mut buf = Vec::new();
-        while let Some(n) = stack.pop() {
-            let Some(s) = seen.get_mut(n as usize) else {
-                continue;
-            };
-            if *s {
-                continue;
-            }
-            *s = true;
-            self.neighbours(n, 0, &mut buf);
-            stack.extend(buf.iter().copied());
-        }
-        seen
-    }
-
-    /// Relink nodes that heuristic pruning left unreachable from the entry point: each one
-    /// is added to the layer-0 lists of its nearest reachable nodes (replacing their farthest
-    /// neighbour when full). Repeats a few rounds, since a replacement can orphan another
-    /// node. Returns the nodes relinked. Must not run concurrently with `insert`.
-    pub(crate) fn repair(&self, arena: &VectorArena, dist: Distance, nodes: usize) -> usize {
-        let mut relinked = 0;
-        for _ in 0..4 {
-            let seen = self.reachability(nodes);
-            let orphans: Vec<u32> = (0..seen.len() as u32)
-                .filter(|&n| !seen[n as usize])
-                .collect();
-            if orphans.is_empty() {
-                break;
-            }
-            for &node in &orphans {
-                let q = arena.row(node);
-                let reachable =
-                    |n: u32| n != node && seen.get(n as usize).copied().unwrap_or(false);
-                let near = self.search(arena, dist, q, 3, self.ef_construction, &reachable);
-                for c in near {
-                    self.force_link(arena, dist, c.node, Candidate { dist: c.dist, node });
-                }
-            }
-            relinked += orphans.len();
-        }
-        relinked
-    }
-
-    /// Put `new` into `at`'s layer-0 list, evicting the farthest neighbour if it is full.
-    fn force_link(&self, arena: &VectorArena, dist: Distance, at: u32, new: Candidate) {
-        let _guard = self.lock(at);
-        let list = self.list(at, 0);
-        let count = (list[0].load(Ordering::Acquire) as usize).min(self.m0);
-        if list[1..=count]
-            .iter()
-            .any(|a| a.load(Ordering::Relaxed) == new.node)
-        {
-            return;
-        }
-        if count < self.m0 {
-            list[1 + count].store(new.node, Ordering::Relaxed);
-            list[0].store(count as u32 + 1, Ordering::Release);
-            return;
-        }
-        let base = arena.row(at);
-        let farthest = (1..=count)
-            .map(|i| {
-                (
-                    i,
-                    dist.eval(base, arena.row(list[i].load(Ordering::Relaxed))),
-                )
-            })
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((slot, _)) = farthest {
-            list[slot].store(new.node, Ordering::Release);
-        }
     }
 }
 
