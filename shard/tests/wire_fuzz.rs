@@ -143,6 +143,26 @@ async fn damaged_put_and_exchange_streams_never_panic_hang_or_lose_acknowledged_
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed);
+    // A batch whose body was cut short is refused with the message naming what is wrong.
+    let mut cut = put.clone();
+    let last = cut.len() - 1;
+    cut[last].data_body = cut[last].data_body.slice(..8);
+    let st = match c
+        .do_put(futures::stream::iter(cut.into_iter().map(Ok)))
+        .await
+    {
+        Ok(replies) => replies.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    }
+    .map_err(status)
+    .expect_err("a truncated body is refused");
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert!(
+        st.message().contains("lies outside the 8-byte data_body"),
+        "{}",
+        st.message()
+    );
+
     let mut rng = Rng::new(seed);
     let (mut put_ok, mut exchange_ok) = (0, 0);
     let cases = cases();
