@@ -103,3 +103,24 @@ pub fn recall(found: &[Vec<u32>], truth: &[Vec<u32>]) -> f64 {
     }
     hit as f64 / total.max(1) as f64
 }
+
+/// Recall@k of a segment's unfiltered graph search with beam `ef` over `queries` (row-major)
+/// against `truth` (from [`ground_truth`]).
+pub fn search_recall(
+    seg: &crate::segment::SegmentIndex,
+    queries: &[f32],
+    k: usize,
+    ef: usize,
+    truth: &[Vec<u32>],
+) -> f64 {
+    let found: Vec<Vec<u32>> = queries
+        .chunks(seg.dim())
+        .map(|q| {
+            seg.search(q, k, ef, &|_| true)
+                .iter()
+                .map(|c| c.node)
+                .collect()
+        })
+        .collect();
+    recall(&found, truth)
+}

@@ -95,16 +95,7 @@ fn recall_at_10_on_real_sentence_embeddings_is_at_least_095() {
     assert_eq!(seg.reachable(), n, "every row reachable after repair");
 
     let truth = synth::ground_truth(&base, &queries, dim, 10, true);
-    let found: Vec<Vec<u32>> = queries
-        .chunks(dim)
-        .map(|q| {
-            seg.search(q, 10, 64, &|_| true)
-                .iter()
-                .map(|c| c.node)
-                .collect()
-        })
-        .collect();
-    let r = synth::recall(&found, &truth);
+    let r = synth::search_recall(&seg, &queries, 10, 64, &truth);
     eprintln!("real embeddings: recall@10 = {r} at ef 64");
     assert!(r >= 0.95, "recall@10 = {r}");
 }

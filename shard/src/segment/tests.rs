@@ -20,16 +20,7 @@ fn recall_at_10_is_at_least_095_on_20k_clustered_vectors() {
     let seg = build(data, dim, Metric::L2, &params);
     assert_eq!(seg.indexed(), n);
     let truth = synth::ground_truth(data, queries, dim, 10, false);
-    let found: Vec<Vec<u32>> = queries
-        .chunks(dim)
-        .map(|q| {
-            seg.search(q, 10, 64, &|_| true)
-                .iter()
-                .map(|c| c.node)
-                .collect()
-        })
-        .collect();
-    let r = synth::recall(&found, &truth);
+    let r = synth::search_recall(&seg, queries, 10, 64, &truth);
     eprintln!("segment recall@10 = {r}");
     assert!(r >= 0.95, "recall@10 = {r}");
 }

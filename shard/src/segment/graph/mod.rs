@@ -489,20 +489,8 @@ impl Graph {
         self.search_with(arena, dist, q, k, ef, accept, true)
     }
 
-    /// The `k` nearest accepted graph nodes only (never a chained duplicate): what a new link
-    /// may point at.
-    fn search_linked(
-        &self,
-        arena: &VectorArena,
-        dist: Distance,
-        q: &[f32],
-        k: usize,
-        ef: usize,
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<Candidate> {
-        self.search_with(arena, dist, q, k, ef, accept, false)
-    }
-
+    /// The search behind [`Graph::search`]; without `copies` it returns graph nodes only
+    /// (never a chained duplicate): what a new link may point at.
     #[allow(clippy::too_many_arguments)]
     fn search_with(
         &self,

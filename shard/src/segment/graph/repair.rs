@@ -64,7 +64,8 @@ impl Graph {
                 let q = arena.row(node);
                 let reachable =
                     |n: u32| n != node && seen.get(n as usize).copied().unwrap_or(false);
-                let near = self.search_linked(arena, dist, q, 3, self.ef_construction, &reachable);
+                let near =
+                    self.search_with(arena, dist, q, 3, self.ef_construction, &reachable, false);
                 for c in near {
                     self.force_link(arena, dist, c.node, Candidate { dist: c.dist, node });
                 }
