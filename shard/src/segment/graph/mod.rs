@@ -122,7 +122,7 @@ impl Graph {
         self.level0.use_huge_pages();
     }
 
-    /// Bytes used by neighbour lists of the first `nodes` nodes.
+    /// Bytes used by the neighbour lists and duplicate-chain slots of the first `nodes` nodes.
     pub(crate) fn used_bytes(&self, nodes: usize) -> usize {
         nodes * (2 + self.m0) * 4 + self.upper_bytes.load(Ordering::Relaxed)
     }
