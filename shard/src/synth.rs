@@ -124,3 +124,50 @@ pub fn search_recall(
         .collect();
     recall(&found, truth)
 }
+
+/// Flip one to four random bits of `buf`.
+fn flip_bits(buf: &bytes::Bytes, rng: &mut Rng) -> bytes::Bytes {
+    let mut v = buf.to_vec();
+    if v.is_empty() {
+        return buf.clone();
+    }
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(v.len());
+        v[at] ^= 1 << rng.below(8);
+    }
+    v.into()
+}
+
+/// A copy of a Flight call's messages with one random kind of damage, for wire fuzz tests:
+/// flipped bits in an IPC header or body, a truncated body, or a message dropped, repeated
+/// or moved. The first message carries the descriptor, so its damage reaches that too.
+pub fn damage_messages(
+    msgs: &[arrow_flight::FlightData],
+    rng: &mut Rng,
+) -> Vec<arrow_flight::FlightData> {
+    let mut out = msgs.to_vec();
+    if out.is_empty() {
+        return out;
+    }
+    let i = rng.below(out.len());
+    match rng.below(6) {
+        0 => out[i].data_header = flip_bits(&out[i].data_header, rng),
+        1 => out[i].data_body = flip_bits(&out[i].data_body, rng),
+        2 => {
+            let body = &out[i].data_body;
+            out[i].data_body = body.slice(..rng.below(body.len() + 1));
+        }
+        3 => {
+            out.remove(i);
+        }
+        4 => {
+            let copy = out[i].clone();
+            out.insert(rng.below(out.len() + 1), copy);
+        }
+        _ => {
+            let j = rng.below(out.len());
+            out.swap(i, j);
+        }
+    }
+    out
+}

@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{Action, FlightData, FlightDescriptor};
-use bytes::Bytes;
 use common::*;
 use futures::{StreamExt, TryStreamExt};
 use longbow_common::shard_api::ReplicaStats;
-use longbow_shard::synth::Rng;
+use longbow_shard::synth::{self, Rng};
 use serde_json::json;
 
 /// Damaged streams sent per call type; `LONGBOW_FUZZ_CASES` asks for a longer run.
@@ -42,44 +41,6 @@ async fn messages(cmd: serde_json::Value, batch: arrow_array::RecordBatch) -> Ve
         .try_collect()
         .await
         .expect("encode")
-}
-
-fn flip_bytes(buf: &Bytes, rng: &mut Rng) -> Bytes {
-    let mut v = buf.to_vec();
-    if v.is_empty() {
-        return buf.clone();
-    }
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(v.len());
-        v[at] ^= 1 << rng.below(8);
-    }
-    Bytes::from(v)
-}
-
-/// One random kind of damage to a copy of `msgs`.
-fn damage(msgs: &[FlightData], rng: &mut Rng) -> Vec<FlightData> {
-    let mut out = msgs.to_vec();
-    let i = rng.below(out.len());
-    match rng.below(6) {
-        0 => out[i].data_header = flip_bytes(&out[i].data_header, rng),
-        1 => out[i].data_body = flip_bytes(&out[i].data_body, rng),
-        2 => {
-            let body = &out[i].data_body;
-            out[i].data_body = body.slice(..rng.below(body.len() + 1));
-        }
-        3 => {
-            out.remove(i);
-        }
-        4 => {
-            let copy = out[i].clone();
-            out.insert(rng.below(out.len() + 1), copy);
-        }
-        _ => {
-            let j = rng.below(out.len());
-            out.swap(i, j);
-        }
-    }
-    out
 }
 
 async fn stats(c: &mut arrow_flight::FlightClient) -> ReplicaStats {
@@ -167,7 +128,7 @@ async fn damaged_put_and_exchange_streams_never_panic_hang_or_lose_acknowledged_
     let (mut put_ok, mut exchange_ok) = (0, 0);
     let cases = cases();
     for case in 0..cases {
-        let msgs = damage(&put, &mut rng);
+        let msgs = synth::damage_messages(&put, &mut rng);
         let call = async {
             let replies = c
                 .do_put(futures::stream::iter(msgs.into_iter().map(Ok)))
@@ -179,7 +140,7 @@ async fn damaged_put_and_exchange_streams_never_panic_hang_or_lose_acknowledged_
             Ok(Ok(_)) => put_ok += 1,
             Ok(Err(e)) => check_refusal("DoPut", case, e),
         }
-        let msgs = damage(&exchange, &mut rng);
+        let msgs = synth::damage_messages(&exchange, &mut rng);
         let call = async {
             let replies = c
                 .do_exchange(futures::stream::iter(msgs.into_iter().map(Ok)))
