@@ -5,25 +5,15 @@
 //! `LONGBOW_FUZZ_CASES` and `LONGBOW_FUZZ_SEED` run longer or different sequences.
 
 mod common;
-
-use std::time::Duration;
+#[path = "../shard/tests/support/fuzz.rs"]
+mod fuzz;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightData, FlightDescriptor};
 use common::*;
 use futures::TryStreamExt;
-use longbow_shard::synth::{self, Rng};
+use fuzz::{env_or, send_damaged_calls};
 use serde_json::json;
-
-/// Longest any one call may take before it counts as a hang.
-const CALL_LIMIT: Duration = Duration::from_secs(20);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn messages(
     descriptor: FlightDescriptor,
@@ -35,20 +25,6 @@ async fn messages(
         .try_collect()
         .await
         .expect("encode")
-}
-
-/// A refused damaged call must carry a contract error: a handler that died would surface as
-/// a reset stream (UNKNOWN, INTERNAL or CANCELLED) instead. A damaged descriptor path can
-/// name a namespace that does not exist or is not a valid name.
-fn check_refusal(call: &str, case: usize, e: arrow_flight::error::FlightError) {
-    let st = status(e);
-    assert!(
-        matches!(
-            st.code(),
-            tonic::Code::InvalidArgument | tonic::Code::NotFound
-        ),
-        "damaged {call} {case}: {st:?}"
-    );
 }
 
 async fn count(local: &Local) -> u64 {
@@ -87,38 +63,14 @@ async fn damaged_client_streams_get_contract_errors_and_lose_nothing() {
     )
     .await;
 
-    let cases: usize = env_or("LONGBOW_FUZZ_CASES", 150);
-    let mut rng = Rng::new(env_or("LONGBOW_FUZZ_SEED", 0xc0ffee));
-    let (mut put_ok, mut exchange_ok) = (0, 0);
-    for case in 0..cases {
-        let msgs = synth::damage_messages(&put, &mut rng);
-        let call = async {
-            let replies = data
-                .do_put(futures::stream::iter(msgs.into_iter().map(Ok)))
-                .await?;
-            replies.try_collect::<Vec<_>>().await
-        };
-        match tokio::time::timeout(CALL_LIMIT, call).await {
-            Err(_) => panic!("damaged DoPut {case} hung"),
-            Ok(Ok(_)) => put_ok += 1,
-            Ok(Err(e)) => check_refusal("DoPut", case, e),
-        }
-        let msgs = synth::damage_messages(&exchange, &mut rng);
-        let call = async {
-            let replies = data
-                .do_exchange(futures::stream::iter(msgs.into_iter().map(Ok)))
-                .await?;
-            replies.try_collect::<Vec<_>>().await
-        };
-        match tokio::time::timeout(CALL_LIMIT, call).await {
-            Err(_) => panic!("damaged DoExchange {case} hung"),
-            Ok(Ok(_)) => exchange_ok += 1,
-            Ok(Err(e)) => check_refusal("DoExchange", case, e),
-        }
-    }
-    eprintln!(
-        "{cases} damaged puts ({put_ok} accepted) and {cases} damaged exchanges ({exchange_ok} answered)"
-    );
+    send_damaged_calls(
+        &mut data,
+        &put,
+        &exchange,
+        env_or("LONGBOW_FUZZ_CASES", 150),
+        env_or("LONGBOW_FUZZ_SEED", 0xc0ffee),
+    )
+    .await;
 
     // Still serving: a clean put and a clean search.
     let acks = put_with_limit(&mut data, "fz", vec![rows(&ids, &vectors, 4)], 2 << 20)

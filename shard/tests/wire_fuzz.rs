@@ -8,28 +8,19 @@
 //! `LONGBOW_FUZZ_CASES` and `LONGBOW_FUZZ_SEED` run longer or different sequences.
 
 mod common;
+#[path = "support/fuzz.rs"]
+mod fuzz;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{Action, FlightData, FlightDescriptor};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
+use fuzz::{env_or, send_damaged_calls};
 use longbow_common::shard_api::ReplicaStats;
-use longbow_shard::synth::{self, Rng};
 use serde_json::json;
-
-/// Damaged streams sent per call type; `LONGBOW_FUZZ_CASES` asks for a longer run.
-fn cases() -> usize {
-    std::env::var("LONGBOW_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(400)
-}
-/// Longest any one call may take before it counts as a hang.
-const CALL_LIMIT: Duration = Duration::from_secs(20);
 
 /// The FlightData messages of one well-formed call.
 async fn messages(cmd: serde_json::Value, batch: arrow_array::RecordBatch) -> Vec<FlightData> {
@@ -100,10 +91,7 @@ async fn damaged_put_and_exchange_streams_never_panic_hang_or_lose_acknowledged_
     )
     .await;
 
-    let seed = std::env::var("LONGBOW_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
+    let seed = env_or("LONGBOW_FUZZ_SEED", 0x5eed);
     // A batch whose body was cut short is refused with the message naming what is wrong.
     let mut cut = put.clone();
     let last = cut.len() - 1;
@@ -124,38 +112,14 @@ async fn damaged_put_and_exchange_streams_never_panic_hang_or_lose_acknowledged_
         st.message()
     );
 
-    let mut rng = Rng::new(seed);
-    let (mut put_ok, mut exchange_ok) = (0, 0);
-    let cases = cases();
-    for case in 0..cases {
-        let msgs = synth::damage_messages(&put, &mut rng);
-        let call = async {
-            let replies = c
-                .do_put(futures::stream::iter(msgs.into_iter().map(Ok)))
-                .await?;
-            replies.try_collect::<Vec<_>>().await
-        };
-        match tokio::time::timeout(CALL_LIMIT, call).await {
-            Err(_) => panic!("damaged DoPut {case} hung"),
-            Ok(Ok(_)) => put_ok += 1,
-            Ok(Err(e)) => check_refusal("DoPut", case, e),
-        }
-        let msgs = synth::damage_messages(&exchange, &mut rng);
-        let call = async {
-            let replies = c
-                .do_exchange(futures::stream::iter(msgs.into_iter().map(Ok)))
-                .await?;
-            replies.try_collect::<Vec<_>>().await
-        };
-        match tokio::time::timeout(CALL_LIMIT, call).await {
-            Err(_) => panic!("damaged DoExchange {case} hung"),
-            Ok(Ok(_)) => exchange_ok += 1,
-            Ok(Err(e)) => check_refusal("DoExchange", case, e),
-        }
-    }
-    eprintln!(
-        "{cases} damaged puts ({put_ok} accepted) and {cases} damaged exchanges ({exchange_ok} answered)"
-    );
+    send_damaged_calls(
+        &mut c,
+        &put,
+        &exchange,
+        env_or("LONGBOW_FUZZ_CASES", 400),
+        seed,
+    )
+    .await;
     let caught = longbow_common::flight::decoder_panics();
     eprintln!("panics caught by the decoder guard: {caught}");
     assert_eq!(
@@ -199,21 +163,5 @@ async fn damaged_put_and_exchange_streams_never_panic_hang_or_lose_acknowledged_
         panics.load(Ordering::SeqCst) as u64,
         caught,
         "the restart panicked"
-    );
-}
-
-/// A refused damaged call must carry a contract error: a panic that killed the handler would
-/// surface as a reset stream (UNKNOWN, INTERNAL or CANCELLED) instead.
-fn check_refusal(call: &str, case: usize, e: arrow_flight::error::FlightError) {
-    let st = match e {
-        arrow_flight::error::FlightError::Tonic(s) => *s,
-        other => panic!("damaged {call} {case}: not a gRPC status: {other}"),
-    };
-    assert!(
-        matches!(
-            st.code(),
-            tonic::Code::InvalidArgument | tonic::Code::NotFound
-        ),
-        "damaged {call} {case}: {st:?}"
     );
 }
