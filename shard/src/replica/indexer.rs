@@ -4,7 +4,7 @@
 //! It also repairs reachability (see `SegmentIndex::repair`), but not after every catch-up:
 //! a repair pass starts with a walk over the whole layer-0 graph (241 ms at 1M rows), so under
 //! a steady trickle of small writes repairing on every catch-up would keep a core busy. A pass
-//! runs once the rows linked since the last one reach [`REPAIR_FRACTION`] of the segment, and
+//! runs once the rows linked since the last one reach 1/[`REPAIR_FRACTION`] of the segment, and
 //! otherwise once the indexer has been idle for [`REPAIR_IDLE`]; the walk is then amortised
 //! over many linked rows, and every row is repaired soon after writes pause.
 //!
