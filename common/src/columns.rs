@@ -21,7 +21,20 @@ pub const SCORE: &str = "score";
 pub const METRIC_METADATA_KEY: &str = "longbow.metric";
 
 /// Names no payload column may take.
-pub const RESERVED: [&str; 5] = [ID, VECTOR, QUERY_ID, DISTANCE, SCORE];
+pub const RESERVED: [&str; 2] = [ID, VECTOR];
+
+/// Prefix of a payload column in search results whose name is also a result column
+/// (`query_id`, `distance`, `score`): a payload column `score` is returned as `payload.score`.
+pub const SHADOWED_PREFIX: &str = "payload.";
+
+/// The name a payload column takes in search results (see [`SHADOWED_PREFIX`]).
+pub fn search_column_name(payload: &str) -> std::borrow::Cow<'_, str> {
+    if [QUERY_ID, DISTANCE, SCORE].contains(&payload) {
+        std::borrow::Cow::Owned(format!("{SHADOWED_PREFIX}{payload}"))
+    } else {
+        std::borrow::Cow::Borrowed(payload)
+    }
+}
 
 /// The Arrow type of a vector column of `dim` dimensions.
 pub fn vector_type(dim: usize) -> DataType {

@@ -3,11 +3,15 @@
 //! Forms accepted:
 //! - `{"field": "price", "op": "<", "value": 10}` (also `"operator"` for `"op"`);
 //! - `{"and": [...]}`, `{"or": [...]}`, `{"not": {...}}`;
-//! - Longbow's list form `[{"field", "operator", "value"}, ...]`, meaning AND.
+//! - Longbow's list form `[{"field", "operator", "value"}, ...]`, meaning AND;
+//! - Longbow's group form `{"logic": "and" | "or", "filters": [...]}`.
 //!
-//! Ops: `= != < <= > >= in not_in contains is_null` (plus the aliases `eq ne neq lt lte le
-//! gt gte ge is_not_null`). This module only parses; evaluating against stored payload is the
-//! shard's job. Every error names the JSON path of the offending element.
+//! Ops, case-insensitive: `= != < <= > >= in not_in contains is_null` (plus the aliases
+//! `== eq <> ne neq lt lte le gt gte ge`, `not in` and `nin` for `not_in`, `like` for
+//! `contains`, `is_not_null`). The field `id` is the record id. A string value compared with a
+//! numeric column is read as a number (`"100"` on an int64 column is 100). This module only
+//! parses; evaluating against stored payload is the shard's job. Every error names the JSON
+//! path of the offending element.
 
 use serde_json::Value;
 
@@ -166,6 +170,9 @@ fn parse_node(path: &str, v: &Value, depth: usize) -> Result<Filter, ContractErr
                     });
                 }
             }
+            if let Some(children) = map.get("filters") {
+                return parse_group(path, map, children, depth);
+            }
             if let Some(child) = map.get("not") {
                 if map.len() != 1 {
                     return Err(ContractError::invalid(path, "'not' must be the only key"));
@@ -182,6 +189,60 @@ fn parse_node(path: &str, v: &Value, depth: usize) -> Result<Filter, ContractErr
     }
 }
 
+/// Longbow's `{"logic": "and" | "or", "filters": [...]}` (no `logic` means and).
+fn parse_group(
+    path: &str,
+    map: &serde_json::Map<String, Value>,
+    children: &Value,
+    depth: usize,
+) -> Result<Filter, ContractError> {
+    if let Some(extra) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "logic" | "filters"))
+    {
+        return Err(ContractError::invalid(
+            format!("{path}.{}", crate::error::quote(extra)),
+            "unknown key beside 'filters' (expected only 'logic')",
+        ));
+    }
+    let or = match map.get("logic") {
+        None => false,
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "and" => false,
+            "or" => true,
+            other => {
+                return Err(ContractError::invalid(
+                    format!("{path}.logic"),
+                    format!(
+                        "expected \"and\" or \"or\", got {}",
+                        crate::error::quote(other)
+                    ),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(ContractError::invalid(
+                format!("{path}.logic"),
+                format!("expected a string, got {}", json_kind(other)),
+            ))
+        }
+    };
+    let child_path = format!("{path}.filters");
+    let Value::Array(items) = children else {
+        return Err(ContractError::invalid(child_path, "expected an array"));
+    };
+    let parsed = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_node(&format!("{child_path}[{i}]"), item, depth + 1))
+        .collect::<Result<_, _>>()?;
+    Ok(if or {
+        Filter::Or(parsed)
+    } else {
+        Filter::And(parsed)
+    })
+}
+
 fn parse_condition(
     path: &str,
     map: &serde_json::Map<String, Value>,
@@ -193,7 +254,7 @@ fn parse_condition(
         ) {
             return Err(ContractError::invalid(
                 format!("{path}.{key}"),
-                "unknown key (expected field, op, value, or and/or/not)",
+                "unknown key (expected field, op, value, or and/or/not, or logic/filters)",
             ));
         }
     }
@@ -246,7 +307,7 @@ fn parse_condition(
         "<=" | "le" | "lte" => compare(CompareOp::Le),
         ">" | "gt" => compare(CompareOp::Gt),
         ">=" | "ge" | "gte" => compare(CompareOp::Ge),
-        op @ ("in" | "not_in" | "nin") => {
+        op @ ("in" | "not_in" | "not in" | "notin" | "nin") => {
             let Value::Array(items) = need_value()? else {
                 return Err(ContractError::invalid(
                     value_path,
@@ -264,7 +325,7 @@ fn parse_condition(
                 negated: op != "in",
             })
         }
-        "contains" => match need_value()? {
+        "contains" | "like" => match need_value()? {
             Value::String(s) => Ok(Filter::Contains {
                 field,
                 value: s.clone(),
@@ -297,7 +358,8 @@ fn parse_condition(
         other => Err(ContractError::invalid(
             op_path,
             format!(
-                "unknown operator '{other}' (expected = != < <= > >= in not_in contains is_null)"
+                "unknown operator {} (expected = != < <= > >= in not_in contains is_null)",
+                crate::error::quote(other)
             ),
         )),
     }
@@ -372,6 +434,30 @@ mod tests {
         assert!(err.to_string().contains("filter.value"), "{err}");
         let err = Filter::parse("filter", &json!({"op": "="})).expect_err("no field");
         assert!(err.to_string().contains("filter.field"), "{err}");
+    }
+
+    #[test]
+    fn longbow_group_form_and_operator_spellings() {
+        let f = Filter::parse(
+            "filters",
+            &json!([{"logic": "OR", "filters": [
+                {"field": "a", "operator": "NOT IN", "value": [1, 2]},
+                {"field": "b", "op": "Like", "value": "x"},
+                {"field": "id", "op": "ge", "value": "10"}
+            ]}]),
+        )
+        .expect("valid");
+        let Filter::And(outer) = &f else {
+            panic!("list form is and: {f:?}")
+        };
+        let Filter::Or(inner) = &outer[0] else {
+            panic!("logic or: {f:?}")
+        };
+        assert!(matches!(inner[0], Filter::In { negated: true, .. }));
+        assert!(matches!(inner[1], Filter::Contains { .. }));
+        assert_eq!(f.fields(), vec!["a", "b", "id"]);
+        let err = Filter::parse("f", &json!({"logic": "xor", "filters": []})).expect_err("bad");
+        assert!(err.to_string().contains("f.logic"), "{err}");
     }
 
     #[test]

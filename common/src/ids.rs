@@ -1,8 +1,14 @@
-//! Record ids: unsigned 64-bit integers or strings, always kept whole.
+//! Record ids: unsigned or signed 64-bit integers, or strings, always kept whole.
+//!
+//! An integer id column of any width is accepted for either integer id type as long as every
+//! value fits; a JSON id may be a number or, for integer namespaces, a string holding one
+//! (Longbow 0.1 clients send ids as strings).
 
 use std::fmt;
 
-use arrow_array::{Array, ArrayRef, LargeStringArray, StringArray, StringViewArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, LargeStringArray, StringArray, StringViewArray, UInt64Array,
+};
 use arrow_schema::DataType;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +21,8 @@ pub enum IdType {
     /// Unsigned 64-bit integer ids (Arrow `UInt64`).
     #[default]
     Uint64,
+    /// Signed 64-bit integer ids (Arrow `Int64`; Longbow 0.1 clients send negative ids).
+    Int64,
     /// UTF-8 string ids (Arrow `Utf8`).
     String,
 }
@@ -30,11 +38,15 @@ impl IdType {
     /// Parse the wire name (`uint64` or `string`).
     pub fn parse(field: &str, s: &str) -> Result<Self, ContractError> {
         match s.to_ascii_lowercase().as_str() {
-            "uint64" | "u64" | "int" => Ok(IdType::Uint64),
+            "uint64" | "u64" => Ok(IdType::Uint64),
+            "int64" | "i64" | "int" => Ok(IdType::Int64),
             "string" | "str" | "utf8" => Ok(IdType::String),
             other => Err(ContractError::invalid(
                 field,
-                format!("unknown id_type '{other}', expected uint64 or string"),
+                format!(
+                    "unknown id_type {}, expected uint64, int64 or string",
+                    crate::error::quote(other)
+                ),
             )),
         }
     }
@@ -43,35 +55,49 @@ impl IdType {
     pub fn data_type(self) -> DataType {
         match self {
             IdType::Uint64 => DataType::UInt64,
+            IdType::Int64 => DataType::Int64,
             IdType::String => DataType::Utf8,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdType::Uint64 => "uint64",
+            IdType::Int64 => "int64",
+            IdType::String => "string",
         }
     }
 
     /// Infer the id type from an Arrow column type.
     pub fn from_data_type(dt: &DataType) -> Result<Self, ContractError> {
         match dt {
-            DataType::UInt64
-            | DataType::UInt32
-            | DataType::UInt16
-            | DataType::UInt8
-            | DataType::Int64
-            | DataType::Int32
-            | DataType::Int16
-            | DataType::Int8 => Ok(IdType::Uint64),
+            DataType::UInt64 | DataType::UInt32 | DataType::UInt16 | DataType::UInt8 => {
+                Ok(IdType::Uint64)
+            }
+            DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8 => {
+                Ok(IdType::Int64)
+            }
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(IdType::String),
             other => Err(ContractError::invalid(
                 "id",
-                format!("column type {other} is not an id type (use UInt64 or Utf8)"),
+                format!("column type {other} is not an id type (use UInt64, Int64 or Utf8)"),
             )),
         }
+    }
+
+    fn is_integer(self) -> bool {
+        matches!(self, IdType::Uint64 | IdType::Int64)
     }
 }
 
 /// One record id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IdValue {
-    /// An integer id.
+    /// An unsigned integer id.
     U64(u64),
+    /// A signed integer id.
+    I64(i64),
     /// A string id.
     Str(Box<str>),
 }
@@ -80,7 +106,8 @@ impl fmt::Display for IdValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdValue::U64(v) => write!(f, "{v}"),
-            IdValue::Str(s) => write!(f, "{s:?}"),
+            IdValue::I64(v) => write!(f, "{v}"),
+            IdValue::Str(s) => write!(f, "{}", crate::error::quote(s)),
         }
     }
 }
@@ -92,14 +119,35 @@ impl IdValue {
         v: &serde_json::Value,
         id_type: IdType,
     ) -> Result<Self, ContractError> {
+        let not_integer = |what: &str| {
+            ContractError::invalid(field, format!("{what} is not a {} id", id_type.as_str()))
+        };
         match (id_type, v) {
             (IdType::Uint64, serde_json::Value::Number(n)) => n
                 .as_u64()
                 .map(IdValue::U64)
-                .ok_or_else(|| ContractError::invalid(field, format!("{n} is not a uint64 id"))),
-            (IdType::Uint64, other) => Err(ContractError::invalid(
+                .ok_or_else(|| not_integer(&n.to_string())),
+            (IdType::Int64, serde_json::Value::Number(n)) => n
+                .as_i64()
+                .map(IdValue::I64)
+                .ok_or_else(|| not_integer(&n.to_string())),
+            (IdType::Uint64, serde_json::Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(IdValue::U64)
+                .map_err(|_| not_integer(&crate::error::quote(s))),
+            (IdType::Int64, serde_json::Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(IdValue::I64)
+                .map_err(|_| not_integer(&crate::error::quote(s))),
+            (IdType::Uint64 | IdType::Int64, other) => Err(ContractError::invalid(
                 field,
-                format!("expected a uint64 id, got {}", json_kind(other)),
+                format!(
+                    "expected a {} id, got {}",
+                    id_type.as_str(),
+                    json_kind(other)
+                ),
             )),
             (IdType::String, serde_json::Value::String(s)) => Ok(IdValue::Str(s.as_str().into())),
             (IdType::String, other) => Err(ContractError::invalid(
@@ -113,6 +161,7 @@ impl IdValue {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             IdValue::U64(v) => serde_json::Value::from(*v),
+            IdValue::I64(v) => serde_json::Value::from(*v),
             IdValue::Str(s) => serde_json::Value::from(s.as_ref()),
         }
     }
@@ -132,8 +181,9 @@ pub fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// Read every id of an Arrow `id` column for a namespace of `id_type`.
 ///
-/// Integer columns of any width are accepted for `uint64` namespaces (negative values are
-/// rejected); string columns of any layout for `string` namespaces. Nulls are rejected.
+/// Integer columns of any width are accepted for integer namespaces when every value fits
+/// (a negative id in a `uint64` namespace is refused, naming its row); string columns of any
+/// layout for `string` namespaces. Nulls are rejected.
 pub fn ids_from_array(array: &dyn Array, id_type: IdType) -> Result<Vec<IdValue>, ContractError> {
     if array.null_count() > 0 {
         let row = (0..array.len()).find(|&i| array.is_null(i)).unwrap_or(0);
@@ -143,27 +193,38 @@ pub fn ids_from_array(array: &dyn Array, id_type: IdType) -> Result<Vec<IdValue>
         ));
     }
     let found = IdType::from_data_type(array.data_type())?;
-    if found != id_type {
+    if found.is_integer() != id_type.is_integer() {
         return Err(ContractError::invalid(
             "id",
             format!(
                 "column type {} does not match the namespace id_type {}",
                 array.data_type(),
-                match id_type {
-                    IdType::Uint64 => "uint64",
-                    IdType::String => "string",
-                }
+                id_type.as_str()
             ),
         ));
     }
     match id_type {
-        IdType::Uint64 => {
-            if let Some(a) = array.as_any().downcast_ref::<UInt64Array>() {
-                return Ok(a.values().iter().map(|&v| IdValue::U64(v)).collect());
-            }
-            let cast = arrow_cast_to_u64(array)?;
-            Ok(cast.into_iter().map(IdValue::U64).collect())
-        }
+        IdType::Uint64 => Ok(integers(array)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                u64::try_from(v).map(IdValue::U64).map_err(|_| {
+                    ContractError::invalid(format!("id[{i}]"), format!("{v} is negative"))
+                })
+            })
+            .collect::<Result<_, _>>()?),
+        IdType::Int64 => Ok(integers(array)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                i64::try_from(v).map(IdValue::I64).map_err(|_| {
+                    ContractError::invalid(
+                        format!("id[{i}]"),
+                        format!("{v} does not fit an int64 id"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?),
         IdType::String => {
             let any = array.as_any();
             if let Some(a) = any.downcast_ref::<StringArray>() {
@@ -185,60 +246,54 @@ pub fn ids_from_array(array: &dyn Array, id_type: IdType) -> Result<Vec<IdValue>
     }
 }
 
-fn arrow_cast_to_u64(array: &dyn Array) -> Result<Vec<u64>, ContractError> {
+/// Every value of an integer column, widened to `i128` so both id types can check the range.
+fn integers(array: &dyn Array) -> Result<Vec<i128>, ContractError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::*;
-    macro_rules! signed {
-        ($t:ty) => {{
-            let a = array.as_primitive::<$t>();
-            a.values()
+    macro_rules! widen {
+        ($t:ty) => {
+            array
+                .as_primitive::<$t>()
+                .values()
                 .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    u64::try_from(v).map_err(|_| {
-                        ContractError::invalid(format!("id[{i}]"), format!("{v} is negative"))
-                    })
-                })
+                .map(|&v| v as i128)
                 .collect()
-        }};
+        };
     }
-    match array.data_type() {
-        DataType::UInt32 => Ok(array
-            .as_primitive::<UInt32Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u64)
-            .collect()),
-        DataType::UInt16 => Ok(array
-            .as_primitive::<UInt16Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u64)
-            .collect()),
-        DataType::UInt8 => Ok(array
-            .as_primitive::<UInt8Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u64)
-            .collect()),
-        DataType::Int64 => signed!(Int64Type),
-        DataType::Int32 => signed!(Int32Type),
-        DataType::Int16 => signed!(Int16Type),
-        DataType::Int8 => signed!(Int8Type),
-        other => Err(ContractError::invalid(
-            "id",
-            format!("unsupported id column type {other}"),
-        )),
-    }
+    Ok(match array.data_type() {
+        DataType::UInt64 => widen!(UInt64Type),
+        DataType::UInt32 => widen!(UInt32Type),
+        DataType::UInt16 => widen!(UInt16Type),
+        DataType::UInt8 => widen!(UInt8Type),
+        DataType::Int64 => widen!(Int64Type),
+        DataType::Int32 => widen!(Int32Type),
+        DataType::Int16 => widen!(Int16Type),
+        DataType::Int8 => widen!(Int8Type),
+        other => {
+            return Err(ContractError::invalid(
+                "id",
+                format!("unsupported id column type {other}"),
+            ))
+        }
+    })
 }
 
 /// Build an Arrow `id` column from ids of one type.
 pub fn ids_to_array<'a>(ids: impl IntoIterator<Item = &'a IdValue>, id_type: IdType) -> ArrayRef {
+    // Replicas only ever store ids of their own type (checked on write), so the fallback
+    // arms below are never taken for stored ids.
     match id_type {
         IdType::Uint64 => std::sync::Arc::new(UInt64Array::from_iter_values(ids.into_iter().map(
             |id| match id {
                 IdValue::U64(v) => *v,
-                // Replicas only ever store ids of their own type (checked on write).
+                IdValue::I64(v) => *v as u64,
+                IdValue::Str(_) => 0,
+            },
+        ))),
+        IdType::Int64 => std::sync::Arc::new(Int64Array::from_iter_values(ids.into_iter().map(
+            |id| match id {
+                IdValue::I64(v) => *v,
+                IdValue::U64(v) => *v as i64,
                 IdValue::Str(_) => 0,
             },
         ))),
@@ -246,7 +301,45 @@ pub fn ids_to_array<'a>(ids: impl IntoIterator<Item = &'a IdValue>, id_type: IdT
             |id| match id {
                 IdValue::Str(s) => s.to_string(),
                 IdValue::U64(v) => v.to_string(),
+                IdValue::I64(v) => v.to_string(),
             },
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int32Array, Int64Array};
+
+    #[test]
+    fn negative_ids_need_an_int64_namespace() {
+        let a = Int64Array::from(vec![-5, 7]);
+        let ids = ids_from_array(&a, IdType::Int64).expect("int64");
+        assert_eq!(ids, vec![IdValue::I64(-5), IdValue::I64(7)]);
+        let err = ids_from_array(&a, IdType::Uint64).expect_err("negative");
+        assert!(err.to_string().contains("id[0]"), "{err}");
+        let narrow = Int32Array::from(vec![3]);
+        assert_eq!(
+            ids_from_array(&narrow, IdType::Uint64).expect("fits"),
+            vec![IdValue::U64(3)]
+        );
+        let big = UInt64Array::from(vec![u64::MAX]);
+        assert!(ids_from_array(&big, IdType::Int64).is_err());
+    }
+
+    #[test]
+    fn json_ids_may_be_strings_for_integer_namespaces() {
+        let v = serde_json::json!("-12");
+        assert_eq!(
+            IdValue::from_json("id", &v, IdType::Int64).expect("int64"),
+            IdValue::I64(-12)
+        );
+        assert!(IdValue::from_json("id", &v, IdType::Uint64).is_err());
+        assert_eq!(
+            IdValue::from_json("id", &serde_json::json!("12"), IdType::Uint64).expect("u64"),
+            IdValue::U64(12)
+        );
+        assert!(IdValue::from_json("id", &serde_json::json!(5), IdType::String).is_err());
     }
 }

@@ -30,10 +30,13 @@ impl Metric {
         match s.to_ascii_lowercase().as_str() {
             "l2" | "euclidean" => Ok(Metric::L2),
             "cosine" | "cos" => Ok(Metric::Cosine),
-            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
+            "dot" | "ip" | "inner_product" | "dot_product" => Ok(Metric::Dot),
             other => Err(ContractError::invalid(
                 field,
-                format!("unknown metric '{other}', expected one of l2, cosine, dot"),
+                format!(
+                    "unknown metric {}, expected one of l2 (euclidean), cosine, dot (dot_product)",
+                    crate::error::quote(other)
+                ),
             )),
         }
     }
@@ -170,7 +173,8 @@ pub fn validate_namespace(field: &str, name: &str) -> Result<(), ContractError> 
         Err(ContractError::invalid(
             field,
             format!(
-                "'{name}' must be 1-128 characters of A-Z a-z 0-9 _ - . and not start with '.'"
+                "{} must be 1-128 characters of A-Z a-z 0-9 _ - . and not start with '.'",
+                crate::error::quote(name)
             ),
         ))
     }

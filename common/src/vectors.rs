@@ -1,12 +1,129 @@
-//! Reading the `vector` column: FixedSizeList or List of Float32, Float16 or Float64 become
-//! one flat row-major `Vec<f32>`, checked for dimension, nulls, NaN and infinity.
+//! Reading the `vector` column: FixedSizeList or List of Float32, Float16, Float64 or Int8
+//! become one flat row-major `Vec<f32>`, checked for dimension, nulls, NaN and infinity.
+//!
+//! Longbow 0.1 clients may name the column `embedding` and describe it with the metadata keys
+//! `longbow.vector_type` (the element type) and `longbow.complex` (interleaved complex
+//! numbers, stored as their real and imaginary parts in turn); [`vector_column`] finds the
+//! column and checks that metadata, so a description that contradicts the data is refused.
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float16Type, Float32Type, Float64Type};
-use arrow_array::{Array, ArrayRef};
-use arrow_schema::DataType;
+use std::sync::Arc;
 
-use crate::ContractError;
+use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type};
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_schema::{DataType, Field};
+
+use crate::error::quote;
+use crate::{columns, ContractError};
+
+/// Metadata key (schema or field) naming the element type of the vector column.
+pub const VECTOR_TYPE_METADATA_KEY: &str = "longbow.vector_type";
+/// Metadata key (schema or field): `"true"` when a float list holds interleaved complex numbers.
+pub const COMPLEX_METADATA_KEY: &str = "longbow.complex";
+/// The column name some Longbow 0.1 tools give the vector column.
+pub const EMBEDDING: &str = "embedding";
+
+/// The vector column of a batch: `vector`, or `embedding` when there is no `vector` column.
+/// Its `longbow.vector_type` and `longbow.complex` metadata, when present, must describe it.
+pub fn vector_column(batch: &RecordBatch) -> Result<Option<(String, ArrayRef)>, ContractError> {
+    let schema = batch.schema();
+    let name = if schema.field_with_name(columns::VECTOR).is_ok() {
+        columns::VECTOR
+    } else if schema.field_with_name(EMBEDDING).is_ok() {
+        EMBEDDING
+    } else {
+        return Ok(None);
+    };
+    let Some(array) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let Ok(field) = schema.field_with_name(name) else {
+        return Ok(None);
+    };
+    let meta = |key: &str| {
+        field
+            .metadata()
+            .get(key)
+            .or_else(|| schema.metadata().get(key))
+    };
+    let element = element_type(array.data_type());
+    if let Some(declared) = meta(VECTOR_TYPE_METADATA_KEY) {
+        check_declared_type(name, declared, element.as_ref())?;
+    }
+    if let Some(flag) = meta(COMPLEX_METADATA_KEY) {
+        match flag.to_ascii_lowercase().as_str() {
+            "false" => {}
+            "true" => {
+                if !matches!(element, Some(DataType::Float32 | DataType::Float64)) {
+                    return Err(ContractError::invalid(
+                        COMPLEX_METADATA_KEY,
+                        "complex vectors must be lists of float32 or float64 (interleaved real, imaginary)",
+                    ));
+                }
+            }
+            other => {
+                return Err(ContractError::invalid(
+                    COMPLEX_METADATA_KEY,
+                    format!("must be \"true\" or \"false\", got {}", quote(other)),
+                ))
+            }
+        }
+    }
+    Ok(Some((name.to_string(), array.clone())))
+}
+
+fn element_type(dt: &DataType) -> Option<DataType> {
+    match dt {
+        DataType::FixedSizeList(f, _) | DataType::List(f) | DataType::LargeList(f) => {
+            Some(f.data_type().clone())
+        }
+        _ => None,
+    }
+}
+
+fn check_declared_type(
+    column: &str,
+    declared: &str,
+    element: Option<&DataType>,
+) -> Result<(), ContractError> {
+    let expected = match declared.to_ascii_lowercase().as_str() {
+        "float32" | "f32" | "complex64" => DataType::Float32,
+        "float64" | "f64" | "complex128" => DataType::Float64,
+        "float16" | "f16" => DataType::Float16,
+        "int8" | "i8" => DataType::Int8,
+        other => {
+            return Err(ContractError::invalid(
+                VECTOR_TYPE_METADATA_KEY,
+                format!(
+                    "unknown vector type {}, expected float32, float64, float16, int8, complex64 or complex128",
+                    quote(other)
+                ),
+            ))
+        }
+    };
+    match element {
+        Some(e) if *e == expected => Ok(()),
+        Some(e) => Err(ContractError::invalid(
+            VECTOR_TYPE_METADATA_KEY,
+            format!("says {declared} but column '{column}' holds {e} elements"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A vector column as the canonical `FixedSizeList<Float32>[dim]` (see [`vectors_from_array`]).
+pub fn canonical_vectors(
+    array: &dyn Array,
+    expected_dim: Option<usize>,
+) -> Result<(usize, ArrayRef), ContractError> {
+    let v = vectors_from_array(array, expected_dim)?;
+    let dim = v.dim;
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let list =
+        FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(v.data)), None)
+            .map_err(|e| ContractError::invalid(columns::VECTOR, e))?;
+    Ok((dim, Arc::new(list)))
+}
 
 /// Flat row-major vectors of one dimension.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,10 +214,16 @@ pub fn vectors_from_array(
             .iter()
             .map(|&v| v as f32)
             .collect(),
+        DataType::Int8 => values
+            .as_primitive::<Int8Type>()
+            .values()
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
         other => {
             return Err(ContractError::invalid(
                 "vector",
-                format!("element type {other} is not Float16, Float32 or Float64"),
+                format!("element type {other} is not Float16, Float32, Float64 or Int8"),
             ))
         }
     };

@@ -1,5 +1,5 @@
-//! The coordinator layer's error type; each variant maps to a wire status and says whether a
-//! retry can help.
+//! The coordinator layer's error type; each variant maps to a wire status, a stable
+//! machine-readable code (`x-longbow-error-code`) and says whether a retry can help.
 
 use longbow_common::{ContractError, ErrorExt, StatusCode};
 
@@ -12,6 +12,9 @@ pub enum CoordinatorError {
     /// No such namespace.
     #[error("namespace '{0}' not found")]
     NamespaceNotFound(String),
+    /// No such record.
+    #[error("{0}")]
+    RecordNotFound(String),
     /// The namespace exists already.
     #[error("namespace '{0}' already exists")]
     NamespaceExists(String),
@@ -35,6 +38,15 @@ pub enum CoordinatorError {
         /// The status it returned.
         status: Box<tonic::Status>,
     },
+    /// Part of a write batch was stored and another part failed: retry the whole batch (the
+    /// write is an upsert by id, so a retry is idempotent).
+    #[error("{failed} (the parts of this batch for {stored} other shard(s) were stored; retrying the whole batch is safe: writes are upserts by id)")]
+    PartialWrite {
+        /// How many shards stored their part.
+        stored: usize,
+        /// The error of the first shard that failed.
+        failed: Box<CoordinatorError>,
+    },
     /// The Raft group failed (no leader, shutting down).
     #[error("catalog consensus: {0}")]
     Raft(String),
@@ -50,41 +62,71 @@ impl ErrorExt for CoordinatorError {
     fn status_code(&self) -> StatusCode {
         match self {
             CoordinatorError::Contract(_) => StatusCode::InvalidArgument,
-            CoordinatorError::NamespaceNotFound(_) => StatusCode::NotFound,
+            CoordinatorError::NamespaceNotFound(_) | CoordinatorError::RecordNotFound(_) => {
+                StatusCode::NotFound
+            }
+            CoordinatorError::PartialWrite { failed, .. } => failed.status_code(),
             CoordinatorError::NamespaceExists(_) => StatusCode::AlreadyExists,
             CoordinatorError::Unimplemented(_) => StatusCode::Unimplemented,
             CoordinatorError::Unavailable(_) | CoordinatorError::Raft(_) => StatusCode::Unavailable,
             CoordinatorError::Overloaded(_) => StatusCode::ResourceExhausted,
             CoordinatorError::Deadline(_) => StatusCode::DeadlineExceeded,
             CoordinatorError::Shard { status, .. } => match status.code() {
-                tonic::Code::InvalidArgument => StatusCode::InvalidArgument,
-                tonic::Code::NotFound => StatusCode::NotFound,
-                tonic::Code::AlreadyExists => StatusCode::AlreadyExists,
-                tonic::Code::ResourceExhausted => StatusCode::ResourceExhausted,
-                tonic::Code::DeadlineExceeded => StatusCode::DeadlineExceeded,
-                tonic::Code::Unimplemented => StatusCode::Unimplemented,
-                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
-                    StatusCode::Unavailable
-                }
-                _ => StatusCode::Internal,
+                // A transport failure (connection refused, reset) reaches us as Unknown.
+                tonic::Code::Unknown => StatusCode::Unavailable,
+                code => StatusCode::from_tonic(code),
             },
             CoordinatorError::Storage(_) | CoordinatorError::Internal(_) => StatusCode::Internal,
         }
     }
 
-    fn to_status(&self) -> tonic::Status {
+    fn error_code(&self) -> &'static str {
         match self {
-            // Keep the shard's own message: it names the bad field.
-            CoordinatorError::Shard { status, .. }
-                if self.status_code() != StatusCode::Internal =>
-            {
-                tonic::Status::new(
-                    self.status_code().tonic_code(),
-                    status.message().to_string(),
-                )
-            }
-            _ => tonic::Status::new(self.status_code().tonic_code(), self.to_string()),
+            CoordinatorError::Contract(_) => "invalid_argument",
+            CoordinatorError::NamespaceNotFound(_) => "namespace_not_found",
+            CoordinatorError::RecordNotFound(_) => "record_not_found",
+            CoordinatorError::NamespaceExists(_) => "namespace_exists",
+            CoordinatorError::Unimplemented(_) => "unimplemented",
+            CoordinatorError::Unavailable(_) => "unavailable",
+            CoordinatorError::Overloaded(_) => "overloaded",
+            CoordinatorError::Deadline(_) => "deadline_exceeded",
+            CoordinatorError::PartialWrite { .. } => "partial_write",
+            CoordinatorError::Shard { .. } => match self.status_code() {
+                StatusCode::Unavailable => "shard_unavailable",
+                StatusCode::DeadlineExceeded => "shard_deadline_exceeded",
+                code => code.default_error_code(),
+            },
+            CoordinatorError::Raft(_) => "catalog_unavailable",
+            CoordinatorError::Storage(_) | CoordinatorError::Internal(_) => "internal",
         }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            CoordinatorError::PartialWrite { failed, .. } => failed.retryable(),
+            _ => self.status_code().retryable(),
+        }
+    }
+
+    fn to_status(&self) -> tonic::Status {
+        let message = match self {
+            // A shard's refusal of the request keeps the shard's own message (it names the
+            // bad field); a failure of the shard itself names the shard, node and address.
+            CoordinatorError::Shard { status, shard } => match self.status_code() {
+                StatusCode::InvalidArgument
+                | StatusCode::NotFound
+                | StatusCode::AlreadyExists
+                | StatusCode::Unimplemented => status.message().to_string(),
+                _ => format!("{shard}: {}", status.message()),
+            },
+            _ => self.to_string(),
+        };
+        longbow_common::error::error_status(
+            self.status_code(),
+            self.error_code(),
+            self.retryable(),
+            &message,
+        )
     }
 }
 

@@ -1,71 +1,193 @@
-//! Ingest: check a client batch, grow the namespace schema, split it by shard and write
-//! each part to its primary; a batch is acknowledged once every part is durable.
+//! Ingest: check a whole client batch, create or settle its namespace, grow the payload
+//! schema, split the batch by shard and write each part to its primary. A batch is
+//! acknowledged once every part is durable.
+//!
+//! A refused batch changes nothing: every check (ids, vector column and metadata, dimension,
+//! nulls, NaN and infinity, payload names and types) runs on the whole batch, off the async
+//! runtime, before a namespace is created or any part reaches a shard. Only a shard failing
+//! after others stored their parts leaves a batch half-written; the client then gets
+//! [`CoordinatorError::PartialWrite`], and since writes are upserts by id, retrying the whole
+//! batch is idempotent.
 
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{Field, Schema};
 use longbow_common::ids::{ids_from_array, IdType};
+use longbow_common::payload_schema::PayloadSchema;
+use longbow_common::vectors::{canonical_vectors, vector_column};
 use longbow_common::{columns, ContractError, Metric};
 
 use crate::catalog::NamespaceMeta;
 use crate::error::{CoordinatorError, Result};
-use crate::namespaces::{payload_of, CreateNamespaceRequest};
+use crate::namespaces::{payload_of, CreateNamespaceRequest, Settlement};
 use crate::node::Coordinator;
 use crate::routing;
 
-/// The dimension of a vector column, from its type or its first row.
-pub(crate) fn vector_dim(col: &ArrayRef) -> Result<usize> {
-    use arrow_array::cast::AsArray;
-    match col.data_type() {
-        DataType::FixedSizeList(_, n) => Ok(*n as usize),
-        DataType::List(_) if !col.is_empty() => Ok(col.as_list::<i32>().value_length(0) as usize),
-        DataType::LargeList(_) if !col.is_empty() => {
-            Ok(col.as_list::<i64>().value_length(0) as usize)
+/// What a batch is checked against: an existing namespace, or the one its first batch
+/// creates or settles.
+#[derive(Debug, Clone)]
+struct Target {
+    dim: Option<usize>,
+    id_type: Option<IdType>,
+    shards: u32,
+    payload: PayloadSchema,
+}
+
+/// A batch that passed every check, split by shard.
+struct Prepared {
+    rows: u64,
+    dim: usize,
+    id_type: IdType,
+    /// The payload schema after this batch (a superset of the target's).
+    payload: PayloadSchema,
+    grows: bool,
+    parts: Vec<(u32, RecordBatch)>,
+}
+
+/// Check a whole batch against `t` and split it by shard. Pure CPU work: no I/O.
+fn prepare(t: &Target, batch: &RecordBatch) -> Result<Prepared> {
+    let id_col = batch
+        .column_by_name(columns::ID)
+        .ok_or_else(|| ContractError::invalid("id", "column is missing"))?;
+    let id_type = match t.id_type {
+        Some(t) => t,
+        None => IdType::from_data_type(id_col.data_type())?,
+    };
+    let ids = ids_from_array(id_col.as_ref(), id_type)?;
+    let (vector_name, raw) = vector_column(batch)?
+        .ok_or_else(|| ContractError::invalid("vector", "column is missing"))?;
+    let (dim, vectors) =
+        canonical_vectors(raw.as_ref(), t.dim).map_err(|e| rename_vector_error(e, &vector_name))?;
+    let payload_cols: Vec<usize> = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != columns::ID && *f.name() != vector_name)
+        .map(|(i, _)| i)
+        .collect();
+    let payload_in = batch
+        .project(&payload_cols)
+        .map_err(|e| ContractError::invalid("batch", e))?;
+    let mut payload = t.payload.clone();
+    let conformed = payload.conform(&payload_in)?;
+    let grows = payload != t.payload;
+    let mut fields = vec![
+        Field::new(columns::ID, id_col.data_type().clone(), false),
+        Field::new(columns::VECTOR, vectors.data_type().clone(), false),
+    ];
+    let mut arrays: Vec<ArrayRef> = vec![id_col.clone(), vectors];
+    for (f, a) in conformed.schema().fields().iter().zip(conformed.columns()) {
+        fields.push(f.as_ref().clone());
+        arrays.push(a.clone());
+    }
+    let routed = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| ContractError::invalid("batch", e))?;
+    let parts = routing::split(&routed, &ids, t.shards)
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    Ok(Prepared {
+        rows: batch.num_rows() as u64,
+        dim,
+        id_type,
+        payload,
+        grows,
+        parts,
+    })
+}
+
+/// Errors about the vector column name the column the client sent (`embedding` too).
+fn rename_vector_error(e: ContractError, name: &str) -> ContractError {
+    match e {
+        ContractError::InvalidField { field, reason } if name != columns::VECTOR => {
+            ContractError::InvalidField {
+                field: field.replacen(columns::VECTOR, name, 1),
+                reason,
+            }
         }
-        other => Err(ContractError::invalid(
-            "vector",
-            format!("column type {other} is not a list of floats"),
-        )
-        .into()),
+        other => other,
     }
 }
 
+/// The metric a first batch asks for (schema metadata `longbow.metric`).
+fn batch_metric(batch: &RecordBatch) -> Result<Option<Metric>> {
+    Ok(
+        match batch.schema().metadata().get(columns::METRIC_METADATA_KEY) {
+            Some(m) => Some(Metric::parse(columns::METRIC_METADATA_KEY, m)?),
+            None => None,
+        },
+    )
+}
+
 impl Coordinator {
-    /// The namespace a DoPut writes to, created from its first batch when unknown: `dim`
-    /// from the vector column, metric from schema metadata `longbow.metric` (default l2),
-    /// id type from the id column.
-    pub async fn namespace_for_put(
-        &self,
-        name: &str,
-        first: &RecordBatch,
-    ) -> Result<NamespaceMeta> {
-        if let Ok(meta) = self.namespace(name) {
-            return Ok(meta);
+    async fn prepare_off_runtime(&self, t: Target, batch: &RecordBatch) -> Result<Prepared> {
+        let batch = batch.clone();
+        tokio::task::spawn_blocking(move || prepare(&t, &batch))
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("batch check task: {e}")))?
+    }
+
+    /// Write one client batch to namespace `name`, creating it from the batch when unknown
+    /// (dim from the vector column, metric from schema metadata `longbow.metric`, default l2,
+    /// id type from the id column) or settling it when only declared. Returns the row count
+    /// once every part is durable.
+    pub async fn put_batch(&self, name: &str, batch: RecordBatch) -> Result<u64> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
         }
-        let vector = first.column_by_name(columns::VECTOR).ok_or_else(|| {
-            ContractError::invalid(
-                "vector",
-                "column is missing (needed to create the namespace)",
-            )
-        })?;
-        let id = first
-            .column_by_name(columns::ID)
-            .ok_or_else(|| ContractError::invalid("id", "column is missing"))?;
-        let metric = match first.schema().metadata().get(columns::METRIC_METADATA_KEY) {
-            Some(m) => Metric::parse(columns::METRIC_METADATA_KEY, m)?,
-            None => Metric::L2,
+        let existing = self.namespace(name).ok();
+        let meta = match existing {
+            Some(meta) if !meta.is_declared() => meta,
+            Some(declared) => self.settle_from(&declared, &batch).await?,
+            None => self.create_from(name, &batch).await?,
         };
+        let target = Target {
+            dim: Some(meta.dim),
+            id_type: Some(meta.id_type),
+            shards: meta.shards,
+            payload: payload_of(&meta)?,
+        };
+        let mut prepared = self.prepare_off_runtime(target, &batch).await?;
+        if prepared.grows {
+            // Schema growth is serialised and re-checked against the newest schema, so
+            // concurrent writers never lose each other's columns.
+            let _guard = self.schema_lock.lock().await;
+            let fresh = self.namespace(name)?;
+            let before = payload_of(&fresh)?;
+            let target = Target {
+                dim: Some(fresh.dim),
+                id_type: Some(fresh.id_type),
+                shards: fresh.shards,
+                payload: before.clone(),
+            };
+            prepared = self.prepare_off_runtime(target, &batch).await?;
+            self.record_schema(name, &before, &prepared.payload).await?;
+        }
+        self.write_parts(&meta, prepared).await
+    }
+
+    /// Create a namespace from its first batch, once the batch has passed every check.
+    async fn create_from(&self, name: &str, batch: &RecordBatch) -> Result<NamespaceMeta> {
+        crate::namespaces::validate_name(name)?;
+        let shards = self.config.default_shards;
+        let probe = Target {
+            dim: None,
+            id_type: None,
+            shards,
+            payload: PayloadSchema::default(),
+        };
+        let checked = self.prepare_off_runtime(probe, batch).await?;
         let req = CreateNamespaceRequest {
             name: name.to_string(),
-            dim: vector_dim(vector)?,
-            metric,
-            id_type: IdType::from_data_type(id.data_type())?,
-            shards: None,
+            dim: Some(checked.dim),
+            metric: batch_metric(batch)?.unwrap_or_default(),
+            id_type: checked.id_type,
+            shards: Some(shards),
             replication_factor: None,
             index: Default::default(),
         };
-        match self.create_namespace(req, None).await {
+        let schema = checked.payload.to_arrow();
+        match self.create_namespace(req, Some(schema.as_ref())).await {
             Ok(meta) => Ok(meta),
             // Another writer created it first.
             Err(CoordinatorError::NamespaceExists(_)) => self.namespace(name),
@@ -73,74 +195,101 @@ impl Coordinator {
         }
     }
 
-    /// Write one client batch; returns its row count once every part is durable.
-    pub async fn ingest(&self, name: &str, batch: RecordBatch) -> Result<u64> {
-        let meta = self.namespace(name)?;
-        let rows = batch.num_rows();
-        if rows == 0 {
-            return Ok(0);
-        }
-        let id_col = batch
-            .column_by_name(columns::ID)
-            .ok_or_else(|| ContractError::invalid("id", "column is missing"))?;
-        let ids = ids_from_array(id_col.as_ref(), meta.id_type)?;
-        let vector = batch
-            .column_by_name(columns::VECTOR)
-            .ok_or_else(|| ContractError::invalid("vector", "column is missing"))?;
-        let dim = vector_dim(vector)?;
-        if dim != meta.dim {
-            return Err(ContractError::invalid(
-                "vector",
-                format!("has dimension {dim}, expected {}", meta.dim),
-            )
-            .into());
-        }
-        let payload = self.conform_payload(&meta, &batch).await?;
-        let mut fields = vec![
-            Field::new(columns::ID, id_col.data_type().clone(), false),
-            Field::new(columns::VECTOR, vector.data_type().clone(), true),
-        ];
-        let mut arrays = vec![id_col.clone(), vector.clone()];
-        for (f, a) in payload.schema().fields().iter().zip(payload.columns()) {
-            fields.push(f.as_ref().clone());
-            arrays.push(a.clone());
-        }
-        let routed = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-            .map_err(|e| ContractError::invalid("batch", e))?;
-        let parts = routing::split(&routed, &ids, meta.shards)
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-        let writes = parts.into_iter().map(|(shard, part)| {
-            let meta = &meta;
-            async move {
-                let addr = self.primary_addr(meta, shard)?;
-                self.bounded(self.shards.write(&addr, &meta.name, shard, part))
-                    .await
-            }
-        });
-        futures::future::try_join_all(writes).await?;
-        self.metrics.ingest_rows.inc_by(rows as u64);
-        Ok(rows as u64)
+    /// Settle a declared namespace from its first batch, once the batch has passed every check.
+    async fn settle_from(
+        &self,
+        declared: &NamespaceMeta,
+        batch: &RecordBatch,
+    ) -> Result<NamespaceMeta> {
+        let probe = Target {
+            dim: None,
+            id_type: None,
+            shards: declared.shards,
+            payload: PayloadSchema::default(),
+        };
+        let checked = self.prepare_off_runtime(probe, batch).await?;
+        let s = Settlement {
+            dim: checked.dim,
+            metric: batch_metric(batch)?.unwrap_or(declared.metric),
+            id_type: checked.id_type,
+            payload: checked.payload,
+        };
+        self.settle_namespace(&declared.name, &s).await
     }
 
-    /// Conform payload columns to the namespace schema, growing it (through Raft) when the
-    /// batch brings new columns. Schema growth is serialised so concurrent writers never
-    /// lose each other's columns.
-    async fn conform_payload(
-        &self,
-        meta: &NamespaceMeta,
-        batch: &RecordBatch,
-    ) -> Result<RecordBatch> {
-        let before = payload_of(meta)?;
-        let mut after = before.clone();
-        let conformed = after.conform(batch)?;
-        if after == before {
-            return Ok(conformed);
+    /// Send each part to its shard's primary; all durable, or an error saying what was stored.
+    async fn write_parts(&self, meta: &NamespaceMeta, prepared: Prepared) -> Result<u64> {
+        let writes = prepared.parts.into_iter().map(|(shard, part)| async move {
+            let to = self.primary_addr(meta, shard)?;
+            self.bounded(self.shards.write(&to, part)).await
+        });
+        let results = futures::future::join_all(writes).await;
+        let stored = results.iter().filter(|r| r.is_ok()).count();
+        if let Some(failed) = results.into_iter().find_map(|r| r.err()) {
+            if stored == 0 {
+                return Err(failed);
+            }
+            return Err(CoordinatorError::PartialWrite {
+                stored,
+                failed: Box::new(failed),
+            });
         }
-        let _guard = self.schema_lock.lock().await;
-        let fresh = payload_of(&self.namespace(&meta.name)?)?;
-        let mut grown = fresh.clone();
-        let conformed = grown.conform(batch)?;
-        self.record_schema(&meta.name, &fresh, &grown).await?;
-        Ok(conformed)
+        self.metrics.ingest_rows.inc_by(prepared.rows);
+        Ok(prepared.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+    use arrow_array::{Array, StringArray, UInt64Array};
+
+    fn batch(values: &[f32], payload_name: &str) -> RecordBatch {
+        let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 2);
+        for pair in values.chunks(2) {
+            b.values().append_slice(pair);
+            b.append(true);
+        }
+        let vectors = b.finish();
+        let n = values.len() / 2;
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", arrow_schema::DataType::UInt64, false),
+                Field::new("vector", vectors.data_type().clone(), true),
+                Field::new(payload_name, arrow_schema::DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(UInt64Array::from_iter_values(0..n as u64)),
+                Arc::new(vectors),
+                Arc::new(StringArray::from(vec!["x"; n])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn target() -> Target {
+        Target {
+            dim: Some(2),
+            id_type: Some(IdType::Uint64),
+            shards: 3,
+            payload: PayloadSchema::default(),
+        }
+    }
+
+    #[test]
+    fn a_nan_anywhere_refuses_the_whole_batch() {
+        let err = prepare(&target(), &batch(&[1.0, 2.0, 3.0, f32::NAN], "tag"))
+            .err()
+            .expect("nan");
+        assert!(err.to_string().contains("vector[1]"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_column_named_score_is_stored() {
+        let p = prepare(&target(), &batch(&[1.0, 2.0, 3.0, 4.0], "score")).expect("ok");
+        assert!(p.grows);
+        assert!(p.payload.field("score").is_some());
+        assert_eq!(p.parts.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 2);
     }
 }

@@ -9,7 +9,7 @@ use longbow_common::shard_api::{
     ACTION_CREATE_REPLICA, ACTION_DROP_REPLICA, ACTION_REPLICA_STATS,
 };
 use longbow_common::{ContractError, IdType, IndexParams, Metric};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::catalog::{place, CatalogCommand, CatalogResponse, NamespaceMeta};
 use crate::error::{CoordinatorError, Result};
@@ -18,29 +18,37 @@ use crate::node::Coordinator;
 /// Most shards a namespace may have.
 pub const MAX_SHARDS: u32 = 1024;
 
-/// `CreateNamespace` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A namespace to create.
+#[derive(Debug, Clone)]
 pub struct CreateNamespaceRequest {
-    /// Namespace name (`namespace` and `dataset` are accepted too).
-    #[serde(alias = "namespace", alias = "dataset")]
+    /// Namespace name.
     pub name: String,
-    /// Vector dimension.
-    pub dim: usize,
-    /// Metric (default l2).
-    #[serde(default)]
+    /// Vector dimension; `None` declares the namespace, and its first write fixes dimension,
+    /// metric and id type (Longbow 0.1's `CreateNamespace {"name"}`).
+    pub dim: Option<usize>,
+    /// Metric.
     pub metric: Metric,
-    /// Id type (default uint64).
-    #[serde(default)]
+    /// Id type.
     pub id_type: IdType,
     /// Shards (default: the coordinator's `default_shards`).
-    #[serde(default)]
     pub shards: Option<u32>,
     /// Replicas per shard (only 1 until replication lands).
-    #[serde(default)]
     pub replication_factor: Option<u32>,
     /// HNSW parameters.
-    #[serde(default)]
     pub index: IndexParams,
+}
+
+/// What the first write of a declared namespace fixes.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// Vector dimension.
+    pub dim: usize,
+    /// Metric.
+    pub metric: Metric,
+    /// Id type.
+    pub id_type: IdType,
+    /// Payload columns of the first batch.
+    pub payload: PayloadSchema,
 }
 
 /// Per-shard part of namespace stats.
@@ -102,7 +110,9 @@ impl Coordinator {
         payload: Option<&Schema>,
     ) -> Result<NamespaceMeta> {
         validate_name(&req.name)?;
-        validate_dim("dim", req.dim)?;
+        if let Some(dim) = req.dim {
+            validate_dim("dim", dim)?;
+        }
         req.index.validate()?;
         let shards = req.shards.unwrap_or(self.config.default_shards);
         if !(1..=MAX_SHARDS).contains(&shards) {
@@ -149,7 +159,7 @@ impl Coordinator {
         })?;
         let meta = NamespaceMeta {
             name: req.name.clone(),
-            dim: req.dim,
+            dim: req.dim.unwrap_or(0),
             metric: req.metric,
             id_type: req.id_type,
             index: req.index,
@@ -170,6 +180,9 @@ impl Coordinator {
                     "unexpected catalog reply {other:?}"
                 )))
             }
+        }
+        if meta.is_declared() {
+            return Ok(meta);
         }
         if let Err(e) = self.create_replicas(&meta).await {
             tracing::warn!(namespace = %meta.name, error = %e, "creating replicas failed; rolling the namespace back");
@@ -213,6 +226,52 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Settle a declared namespace with what its first write brings: create its replicas,
+    /// then commit dimension, metric, id type and payload schema. Nothing is committed when a
+    /// replica cannot be created, so a failed first write leaves it declared.
+    pub async fn settle_namespace(&self, name: &str, s: &Settlement) -> Result<NamespaceMeta> {
+        let declared = self.namespace(name)?;
+        if !declared.is_declared() {
+            return Ok(declared);
+        }
+        validate_dim("vector", s.dim)?;
+        let payload_schema = if s.payload.fields().is_empty() {
+            None
+        } else {
+            Some(encode_schema(&s.payload.to_arrow())?)
+        };
+        let meta = NamespaceMeta {
+            dim: s.dim,
+            metric: s.metric,
+            id_type: s.id_type,
+            payload_schema: payload_schema.clone(),
+            ..declared
+        };
+        if let Err(e) = self.create_replicas(&meta).await {
+            self.drop_replicas(&meta).await;
+            return Err(e);
+        }
+        let cmd = CatalogCommand::SettleNamespace {
+            name: name.to_string(),
+            dim: s.dim,
+            metric: s.metric,
+            id_type: s.id_type,
+            payload_schema,
+        };
+        match self.group.write(cmd).await {
+            Ok(CatalogResponse::Ok) => Ok(meta),
+            // Another writer settled it first: its settlement holds.
+            Ok(CatalogResponse::AlreadyExists(_)) => self.namespace(name),
+            Ok(other) => Err(CoordinatorError::Internal(format!(
+                "unexpected catalog reply {other:?}"
+            ))),
+            Err(e) => {
+                self.drop_replicas(&meta).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Delete a namespace from the catalog, then drop its replicas.
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
         let meta = self.namespace(name)?;
@@ -231,6 +290,15 @@ impl Coordinator {
                 )))
             }
         }
+        if !meta.is_declared() {
+            self.drop_replicas(&meta).await;
+        }
+        Ok(())
+    }
+
+    /// Drop every replica of `meta` (best effort: a failure is logged, its files stay).
+    async fn drop_replicas(&self, meta: &NamespaceMeta) {
+        let name = meta.name.as_str();
         for shard in 0..meta.shards {
             let Ok(addr) = self.primary_addr(&meta, shard) else {
                 continue;
@@ -252,13 +320,13 @@ impl Coordinator {
                 }
             }
         }
-        Ok(())
     }
 
     /// Aggregate statistics from every shard.
     pub async fn namespace_stats(&self, name: &str) -> Result<NamespaceStats> {
         let meta = self.namespace(name)?;
-        let calls = (0..meta.shards).map(|shard| {
+        let shards = if meta.is_declared() { 0 } else { meta.shards };
+        let calls = (0..shards).map(|shard| {
             let meta = &meta;
             async move {
                 let addr = self.primary_addr(meta, shard)?;

@@ -32,6 +32,10 @@ pub struct CoordinatorConfig {
     /// Shard calls the whole coordinator may have in flight at once; beyond it requests
     /// wait, and past `request_timeout` they fail with RESOURCE_EXHAUSTED.
     pub inflight_budget: usize,
+    /// Address clients reach the data port at (shown by `cluster-status`).
+    pub data_addr: String,
+    /// Address clients reach the meta port at (shown by `cluster-status`).
+    pub meta_addr: String,
     /// Deadline of one client request (a client's own gRPC deadline may be shorter).
     pub request_timeout: Duration,
     /// A shard node without a heartbeat for this long is not given new replicas.
@@ -45,12 +49,38 @@ impl CoordinatorConfig {
             node_id: 1,
             data_dir,
             internal_addr,
+            data_addr: String::new(),
+            meta_addr: String::new(),
             default_shards: 2,
             max_fanout: 16,
             inflight_budget: 256,
             request_timeout: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// One replica a shard call goes to: which namespace and shard, on which node at which address.
+/// Errors of the call name all four, so a client can tell which node is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardTarget {
+    /// Namespace.
+    pub namespace: String,
+    /// Shard number.
+    pub shard: u32,
+    /// The node hosting the replica.
+    pub node: NodeId,
+    /// The node's shard API address.
+    pub addr: String,
+}
+
+impl std::fmt::Display for ShardTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "namespace '{}' shard {} on node {} ({})",
+            self.namespace, self.shard, self.node, self.addr
+        )
     }
 }
 
@@ -137,14 +167,15 @@ impl Coordinator {
     }
 
     /// The address of the node holding shard `shard`'s primary.
-    pub fn primary_addr(&self, ns: &NamespaceMeta, shard: u32) -> Result<String> {
+    pub fn primary_addr(&self, ns: &NamespaceMeta, shard: u32) -> Result<ShardTarget> {
         let set = ns.placement.get(shard as usize).ok_or_else(|| {
             CoordinatorError::Internal(format!(
                 "namespace {} has no placement for shard {shard}",
                 ns.name
             ))
         })?;
-        self.group
+        let addr = self
+            .group
             .catalog
             .read()
             .nodes
@@ -152,10 +183,16 @@ impl Coordinator {
             .map(|n| n.address.clone())
             .ok_or_else(|| {
                 CoordinatorError::Unavailable(format!(
-                    "shard node {} is not registered",
-                    set.primary
+                    "namespace '{}' shard {shard}: its node {} is not registered",
+                    ns.name, set.primary
                 ))
-            })
+            })?;
+        Ok(ShardTarget {
+            namespace: ns.name.clone(),
+            shard,
+            node: set.primary,
+            addr,
+        })
     }
 
     /// Run `f` holding a permit of the global in-flight budget, within the request deadline.

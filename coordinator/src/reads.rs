@@ -10,67 +10,52 @@ use longbow_common::ids::ids_from_array;
 use longbow_common::shard_api::{
     DeleteRequest, DeleteResponse, GetRequest, ScanRequest, ShardTicket, ACTION_DELETE_ROWS,
 };
-use longbow_common::{columns, ContractError, Filter, IdValue};
-use serde::{Deserialize, Serialize};
+use longbow_common::{columns, ContractError, IdValue};
 
 use crate::catalog::NamespaceMeta;
 use crate::error::{CoordinatorError, Result};
 use crate::namespaces::payload_of;
 use crate::node::Coordinator;
 use crate::routing::shard_of;
+use crate::search::{check_filter, Columns};
 
-/// `get` ticket body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Records by id.
+#[derive(Debug, Clone)]
 pub struct GetRecords {
-    /// Namespace (`dataset` accepted).
-    #[serde(alias = "dataset")]
+    /// Namespace.
     pub namespace: String,
     /// Ids to fetch.
     pub ids: Vec<serde_json::Value>,
     /// Payload columns (all when absent).
-    #[serde(default)]
-    pub columns: Option<Vec<String>>,
-    /// Return vectors (default true).
-    #[serde(default = "yes")]
+    pub columns: Option<Columns>,
+    /// Return vectors.
     pub include_vectors: bool,
 }
 
-/// `scan` ticket body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A filtered scan.
+#[derive(Debug, Clone)]
 pub struct ScanRecords {
-    /// Namespace (`dataset` accepted).
-    #[serde(alias = "dataset")]
+    /// Namespace.
     pub namespace: String,
     /// Filter.
-    #[serde(default)]
     pub filter: Option<serde_json::Value>,
     /// Payload columns (all when absent).
-    #[serde(default)]
-    pub columns: Option<Vec<String>>,
+    pub columns: Option<Columns>,
     /// Return vectors.
-    #[serde(default)]
     pub include_vectors: bool,
     /// At most this many rows.
-    #[serde(default)]
     pub limit: Option<usize>,
 }
 
-/// `Delete` action body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A delete by ids and/or filter.
+#[derive(Debug, Clone)]
 pub struct DeleteRecords {
-    /// Namespace (`dataset` accepted).
-    #[serde(alias = "dataset")]
+    /// Namespace.
     pub namespace: String,
     /// Ids.
-    #[serde(default)]
     pub ids: Option<Vec<serde_json::Value>>,
     /// Filter.
-    #[serde(default)]
     pub filter: Option<serde_json::Value>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The record schema: `id`, the chosen payload columns, optionally `vector`.
@@ -84,7 +69,7 @@ fn record_schema(
     for c in cols {
         let f = payload.field(c).ok_or_else(|| {
             ContractError::invalid(
-                format!("columns[{c}]"),
+                format!("columns[{}]", longbow_common::error::quote(c)),
                 format!("is not a payload column of namespace '{}'", meta.name),
             )
         })?;
@@ -165,9 +150,15 @@ impl Coordinator {
     /// Records by id, in request order (missing ids skipped).
     pub async fn get(&self, req: &GetRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let meta = self.namespace(&req.namespace)?;
-        let cols = req.columns.clone().unwrap_or_else(|| all_columns(&meta));
+        let cols = req
+            .columns
+            .as_ref()
+            .map_or_else(|| all_columns(&meta), |c| c.resolve(&meta));
         let schema = record_schema(&meta, &cols, req.include_vectors)?;
         let ids = parse_ids(&meta, &req.ids)?;
+        if meta.is_declared() {
+            return Ok((schema.clone(), vec![RecordBatch::new_empty(schema)]));
+        }
         let by_shard = ids_by_shard(&ids, meta.shards);
         let tickets = by_shard.into_iter().map(|(shard, ids)| {
             let t = ShardTicket::Get(GetRequest {
@@ -202,10 +193,14 @@ impl Coordinator {
     /// Live records matching a filter, from every shard, at most `limit`.
     pub async fn scan(&self, req: &ScanRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let meta = self.namespace(&req.namespace)?;
-        let cols = req.columns.clone().unwrap_or_else(|| all_columns(&meta));
+        let cols = req
+            .columns
+            .as_ref()
+            .map_or_else(|| all_columns(&meta), |c| c.resolve(&meta));
         let schema = record_schema(&meta, &cols, req.include_vectors)?;
-        if let Some(f) = &req.filter {
-            Filter::parse("filter", f)?;
+        check_filter(&meta, req.filter.as_ref())?;
+        if meta.is_declared() {
+            return Ok((schema.clone(), vec![RecordBatch::new_empty(schema)]));
         }
         let limit = req.limit.unwrap_or(usize::MAX);
         let tickets = (0..meta.shards).map(|shard| {
@@ -240,11 +235,12 @@ impl Coordinator {
     pub async fn delete(&self, req: &DeleteRecords) -> Result<u64> {
         let meta = self.namespace(&req.namespace)?;
         let ids = parse_ids(&meta, req.ids.as_deref().unwrap_or_default())?;
-        if let Some(f) = &req.filter {
-            Filter::parse("filter", f)?;
-        }
-        if ids.is_empty() && req.filter.is_none() {
+        check_filter(&meta, req.filter.as_ref())?;
+        if req.ids.is_none() && req.filter.is_none() {
             return Err(ContractError::invalid("ids", "give ids or a filter").into());
+        }
+        if meta.is_declared() {
+            return Ok(0);
         }
         let by_shard = ids_by_shard(&ids, meta.shards);
         let shards: Vec<u32> = if req.filter.is_some() {

@@ -23,6 +23,7 @@ pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
 pub fn shard_of(id: &IdValue, shards: u32) -> u32 {
     let h = match id {
         IdValue::U64(v) => xxh3_64(&v.to_le_bytes()),
+        IdValue::I64(v) => xxh3_64(&v.to_le_bytes()),
         IdValue::Str(s) => xxh3_64(s.as_bytes()),
     };
     jump_consistent_hash(h, shards.max(1))

@@ -6,6 +6,10 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use crate::catalog::NamespaceMeta;
+use crate::error::{CoordinatorError, Result};
+use crate::namespaces::payload_of;
+use crate::node::Coordinator;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
@@ -14,44 +18,104 @@ use futures::StreamExt;
 use longbow_common::model::{validate_ef, validate_k};
 use longbow_common::shard_api::SearchCommand;
 use longbow_common::{columns, ContractError, Filter};
-use serde::{Deserialize, Serialize};
-
-use crate::catalog::NamespaceMeta;
-use crate::error::{CoordinatorError, Result};
-use crate::namespaces::payload_of;
-use crate::node::Coordinator;
 
 /// Schema metadata key set to `"true"` when some shards did not answer.
 pub const PARTIAL_METADATA_KEY: &str = "longbow.partial";
 
-fn default_k() -> usize {
-    10
+/// Which payload columns a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Columns {
+    /// These, in this order.
+    List(Vec<String>),
+    /// Every payload column of the namespace (`"*"`).
+    All,
+}
+
+impl Columns {
+    /// Read `columns` from JSON: a list of names, or `"*"`.
+    pub fn from_json(
+        field: &str,
+        v: Option<&serde_json::Value>,
+    ) -> std::result::Result<Option<Columns>, ContractError> {
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if s == "*" => Ok(Some(Columns::All)),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    serde_json::Value::String(s) => Ok(s.clone()),
+                    other => Err(ContractError::invalid(
+                        format!("{field}[{i}]"),
+                        format!(
+                            "expected a column name, got {}",
+                            longbow_common::ids::json_kind(other)
+                        ),
+                    )),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map(|names| Some(Columns::List(names))),
+            Some(other) => Err(ContractError::invalid(
+                field,
+                format!(
+                    "expected a list of column names or \"*\", got {}",
+                    longbow_common::ids::json_kind(other)
+                ),
+            )),
+        }
+    }
+
+    /// The names these columns stand for in `meta`.
+    pub fn resolve(&self, meta: &NamespaceMeta) -> Vec<String> {
+        match self {
+            Columns::List(names) => names.clone(),
+            Columns::All => crate::reads::all_columns(meta),
+        }
+    }
 }
 
 /// A search request (DoExchange command, DoGet `search` ticket, `VectorSearch` body).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SearchRequest {
-    /// Namespace (`dataset` accepted).
-    #[serde(alias = "dataset")]
+    /// Namespace.
     pub namespace: String,
     /// Neighbours per query.
-    #[serde(default = "default_k")]
     pub k: usize,
     /// Beam width (namespace default when absent).
-    #[serde(default)]
     pub ef: Option<usize>,
     /// Filter.
-    #[serde(default)]
     pub filter: Option<serde_json::Value>,
-    /// Payload columns to return.
-    #[serde(default)]
-    pub columns: Vec<String>,
+    /// Payload columns to return (none when absent).
+    pub columns: Option<Columns>,
     /// Return vectors.
-    #[serde(default)]
     pub include_vectors: bool,
     /// Answer from the shards that respond, flagging the result, instead of failing.
-    #[serde(default)]
     pub allow_partial: bool,
+}
+
+/// Parse a filter and check every field it names is `id` or a payload column of `meta`.
+pub fn check_filter(
+    meta: &NamespaceMeta,
+    filter: Option<&serde_json::Value>,
+) -> Result<Option<Filter>> {
+    let Some(f) = filter else {
+        return Ok(None);
+    };
+    let parsed = Filter::parse("filter", f)?;
+    let payload = payload_of(meta)?;
+    for field in parsed.fields() {
+        if field != columns::ID && payload.field(field).is_none() {
+            return Err(ContractError::invalid(
+                format!("filter field {}", longbow_common::error::quote(field)),
+                format!(
+                    "is neither id nor a payload column of namespace '{}'",
+                    meta.name
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(Some(parsed))
 }
 
 /// A validated search, ready to fan out.
@@ -77,27 +141,29 @@ impl Coordinator {
         let ef = req.ef.unwrap_or(meta.index.ef_search);
         validate_ef(ef)?;
         let payload = payload_of(&meta)?;
-        if let Some(f) = &req.filter {
-            let parsed = Filter::parse("filter", f)?;
-            for field in parsed.fields() {
-                if payload.field(field).is_none() {
-                    return Err(ContractError::invalid(
-                        format!("filter field '{field}'"),
-                        format!("is not a payload column of namespace '{}'", meta.name),
-                    )
-                    .into());
-                }
-            }
-        }
+        check_filter(&meta, req.filter.as_ref())?;
+        let names = req
+            .columns
+            .as_ref()
+            .map(|c| c.resolve(&meta))
+            .unwrap_or_default();
         let mut extra = Vec::new();
-        for c in &req.columns {
+        for c in &names {
             let f = payload.field(c).ok_or_else(|| {
                 ContractError::invalid(
-                    format!("columns[{c}]"),
+                    format!("columns[{}]", longbow_common::error::quote(c)),
                     format!("is not a payload column of namespace '{}'", meta.name),
                 )
             })?;
-            extra.push(f.clone());
+            let shown = columns::search_column_name(c);
+            if extra.iter().any(|e: &Field| e.name() == shown.as_ref()) {
+                return Err(ContractError::invalid(
+                    format!("columns[{}]", longbow_common::error::quote(c)),
+                    format!("is requested twice (search results name it '{shown}')"),
+                )
+                .into());
+            }
+            extra.push(f.clone().with_name(shown.into_owned()));
         }
         if req.include_vectors {
             extra.push(Field::new(
@@ -114,7 +180,7 @@ impl Coordinator {
             k: req.k,
             ef: Some(ef),
             filter: req.filter.clone(),
-            columns: req.columns.clone(),
+            columns: names,
             include_vectors: req.include_vectors,
             allow_missing_columns: true,
         };
@@ -133,9 +199,16 @@ impl Coordinator {
         queries: &RecordBatch,
         query_id_base: u32,
     ) -> Result<RecordBatch> {
-        let vector = queries.column_by_name(columns::VECTOR).ok_or_else(|| {
+        if p.meta.is_declared() {
+            // No write has reached it yet: there is nothing to find.
+            return Ok(RecordBatch::new_empty(p.schema.clone()));
+        }
+        let (_, raw) = longbow_common::vectors::vector_column(queries)?.ok_or_else(|| {
             ContractError::invalid("vector", "column is missing from the query batch")
         })?;
+        // Dimension, nulls and NaN are checked here, once, before any shard is asked.
+        let (_, vector) =
+            longbow_common::vectors::canonical_vectors(raw.as_ref(), Some(p.meta.dim))?;
         let only_vectors = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new(
                 columns::VECTOR,

@@ -84,6 +84,8 @@ pub async fn start(
         http: addr(&listeners.http)?,
     };
     config.internal_addr = endpoints.internal.to_string();
+    config.data_addr = endpoints.data.to_string();
+    config.meta_addr = endpoints.meta.to_string();
     let coord = Coordinator::start(config, Arc::new(Metrics::default())).await?;
     let stop = |mut rx: watch::Receiver<bool>| async move {
         while !*rx.borrow() {

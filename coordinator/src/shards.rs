@@ -19,6 +19,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::error::{CoordinatorError, Result};
+use crate::node::ShardTarget;
 
 /// Largest message exchanged with shards.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -29,19 +30,20 @@ pub struct ShardClients {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
-fn shard_err(addr: &str, e: FlightError) -> CoordinatorError {
+fn shard_err(to: &ShardTarget, e: FlightError) -> CoordinatorError {
     let status = match e {
         FlightError::Tonic(s) => *s,
         other => tonic::Status::unavailable(other.to_string()),
     };
     CoordinatorError::Shard {
-        shard: addr.to_string(),
+        shard: to.to_string(),
         status: Box::new(status),
     }
 }
 
 impl ShardClients {
-    fn client(&self, addr: &str) -> Result<FlightClient> {
+    fn client(&self, to: &ShardTarget) -> Result<FlightClient> {
+        let addr = to.addr.as_str();
         let mut channels = self.channels.lock();
         let ch = match channels.get(addr) {
             Some(c) => c.clone(),
@@ -66,41 +68,33 @@ impl ShardClients {
     /// Run a JSON action on a shard node.
     pub async fn action<T: DeserializeOwned>(
         &self,
-        addr: &str,
+        to: &ShardTarget,
         kind: &str,
         body: &impl Serialize,
     ) -> Result<T> {
-        let mut c = self.client(addr)?;
+        let mut c = self.client(to)?;
         let body =
             serde_json::to_vec(body).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let mut stream = c
             .do_action(Action::new(kind, body))
             .await
-            .map_err(|e| shard_err(addr, e))?;
+            .map_err(|e| shard_err(to, e))?;
         let bytes = stream
             .next()
             .await
-            .ok_or_else(|| {
-                CoordinatorError::Internal(format!("shard {addr} sent no reply to {kind}"))
-            })?
-            .map_err(|e| shard_err(addr, e))?;
+            .ok_or_else(|| CoordinatorError::Internal(format!("{to} sent no reply to {kind}")))?
+            .map_err(|e| shard_err(to, e))?;
         serde_json::from_slice(&bytes)
-            .map_err(|e| CoordinatorError::Internal(format!("shard {addr} reply to {kind}: {e}")))
+            .map_err(|e| CoordinatorError::Internal(format!("{to} reply to {kind}: {e}")))
     }
 
     /// Write one batch to a replica; returns once it is durable there.
-    pub async fn write(
-        &self,
-        addr: &str,
-        namespace: &str,
-        shard: u32,
-        batch: RecordBatch,
-    ) -> Result<WriteAck> {
-        let mut c = self.client(addr)?;
+    pub async fn write(&self, to: &ShardTarget, batch: RecordBatch) -> Result<WriteAck> {
+        let mut c = self.client(to)?;
         let cmd = WriteCommand {
             op: "write".into(),
-            namespace: namespace.into(),
-            shard,
+            namespace: to.namespace.clone(),
+            shard: to.shard,
         };
         let cmd =
             serde_json::to_vec(&cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
@@ -108,16 +102,14 @@ impl ShardClients {
             .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
             .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
             .build(futures::stream::iter([Ok(batch)]));
-        let mut results = c.do_put(data).await.map_err(|e| shard_err(addr, e))?;
+        let mut results = c.do_put(data).await.map_err(|e| shard_err(to, e))?;
         let first = results
             .next()
             .await
             .ok_or_else(|| {
-                CoordinatorError::Unavailable(format!(
-                    "shard {addr} closed the write without an ack"
-                ))
+                CoordinatorError::Unavailable(format!("{to} closed the write without an ack"))
             })?
-            .map_err(|e| shard_err(addr, e))?;
+            .map_err(|e| shard_err(to, e))?;
         serde_json::from_slice(&first.app_metadata)
             .map_err(|e| CoordinatorError::Internal(format!("shard ack: {e}")))
     }
@@ -125,29 +117,29 @@ impl ShardClients {
     /// Search one replica with a batch of queries.
     pub async fn search(
         &self,
-        addr: &str,
+        to: &ShardTarget,
         cmd: &SearchCommand,
         queries: RecordBatch,
     ) -> Result<Vec<RecordBatch>> {
-        let mut c = self.client(addr)?;
+        let mut c = self.client(to)?;
         let cmd = serde_json::to_vec(cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let data = FlightDataEncoderBuilder::new()
             .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
             .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
             .build(futures::stream::iter([Ok(queries)]));
-        let stream = c.do_exchange(data).await.map_err(|e| shard_err(addr, e))?;
-        stream.try_collect().await.map_err(|e| shard_err(addr, e))
+        let stream = c.do_exchange(data).await.map_err(|e| shard_err(to, e))?;
+        stream.try_collect().await.map_err(|e| shard_err(to, e))
     }
 
     /// Run a get or scan ticket on a shard.
-    pub async fn get(&self, addr: &str, ticket: &ShardTicket) -> Result<Vec<RecordBatch>> {
-        let mut c = self.client(addr)?;
+    pub async fn get(&self, to: &ShardTarget, ticket: &ShardTicket) -> Result<Vec<RecordBatch>> {
+        let mut c = self.client(to)?;
         let t =
             serde_json::to_vec(ticket).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let stream = c
             .do_get(Ticket::new(t))
             .await
-            .map_err(|e| shard_err(addr, e))?;
-        stream.try_collect().await.map_err(|e| shard_err(addr, e))
+            .map_err(|e| shard_err(to, e))?;
+        stream.try_collect().await.map_err(|e| shard_err(to, e))
     }
 }

@@ -26,7 +26,9 @@ pub struct ReplicaSet {
 pub struct NamespaceMeta {
     /// Name.
     pub name: String,
-    /// Vector dimension.
+    /// Vector dimension; 0 while the namespace is only declared (created without a `dim`, as
+    /// Longbow 0.1 clients do): its first write then fixes dim, metric and id type
+    /// ([`CatalogCommand::SettleNamespace`]) and only then are its replicas created.
     pub dim: usize,
     /// Distance metric.
     pub metric: Metric,
@@ -42,6 +44,14 @@ pub struct NamespaceMeta {
     pub payload_schema: Option<String>,
     /// One replica set per shard.
     pub placement: Vec<ReplicaSet>,
+}
+
+impl NamespaceMeta {
+    /// Whether the namespace is only declared: no write has fixed its dimension yet, so it has
+    /// no replicas and no rows.
+    pub fn is_declared(&self) -> bool {
+        self.dim == 0
+    }
 }
 
 /// A registered shard node.
@@ -71,6 +81,20 @@ pub enum CatalogCommand {
     DeleteNamespace {
         /// Name.
         name: String,
+    },
+    /// Fix the dimension, metric, id type and payload schema of a declared namespace (one
+    /// whose `dim` is 0); a no-op answering `AlreadyExists` when it is settled already.
+    SettleNamespace {
+        /// Name.
+        name: String,
+        /// Vector dimension.
+        dim: usize,
+        /// Distance metric.
+        metric: Metric,
+        /// Id type.
+        id_type: IdType,
+        /// Payload columns of the first batch (base64 Arrow IPC).
+        payload_schema: Option<String>,
     },
     /// Replace a namespace's payload schema with a superset of it.
     SetPayloadSchema {
@@ -134,6 +158,23 @@ impl Catalog {
             }
             CatalogCommand::DeleteNamespace { name } => match self.namespaces.remove(name) {
                 Some(_) => CatalogResponse::Ok,
+                None => CatalogResponse::NotFound(name.clone()),
+            },
+            CatalogCommand::SettleNamespace {
+                name,
+                dim,
+                metric,
+                id_type,
+                payload_schema,
+            } => match self.namespaces.get_mut(name) {
+                Some(ns) if ns.dim == 0 => {
+                    ns.dim = *dim;
+                    ns.metric = *metric;
+                    ns.id_type = *id_type;
+                    ns.payload_schema = payload_schema.clone();
+                    CatalogResponse::Ok
+                }
+                Some(_) => CatalogResponse::AlreadyExists(name.clone()),
                 None => CatalogResponse::NotFound(name.clone()),
             },
             CatalogCommand::SetPayloadSchema {

@@ -1,5 +1,8 @@
 //! ListFlights / GetFlightInfo / GetSchema: each namespace is a flight whose endpoint ticket
-//! scans it, so a stock Flight client can go GetFlightInfo → DoGet.
+//! scans it, so a stock Flight client can go GetFlightInfo → DoGet. ListFlights takes
+//! Longbow 0.1's criteria: a JSON condition (or a list of them, all of which must hold) on
+//! `name` (`contains`, `=`, `!=`) or `rows` (`= == != > >= < <=`, value a number or a string
+//! holding one).
 
 use std::sync::Arc;
 
@@ -8,7 +11,9 @@ use arrow_flight::{
 };
 use arrow_ipc::writer::IpcWriteOptions;
 use arrow_schema::{Field, Schema};
-use longbow_common::{columns, ErrorExt};
+use longbow_common::request::Shape;
+use longbow_common::{columns, ContractError, ErrorExt};
+use serde::Deserialize;
 use tonic::Status;
 
 use crate::catalog::NamespaceMeta;
@@ -28,12 +33,148 @@ fn schema_of(meta: &NamespaceMeta) -> Result<Schema, Status> {
 fn namespace_of(desc: &FlightDescriptor) -> Result<String, Status> {
     match desc.path.as_slice() {
         [ns] => Ok(ns.clone()),
-        _ => match serde_json::from_slice::<serde_json::Value>(&desc.cmd).ok().and_then(|v| {
-            ["namespace", "dataset", "name"].iter().find_map(|k| v.get(k).and_then(|n| n.as_str()).map(String::from))
-        }) {
-            Some(ns) => Ok(ns),
-            None => Err(Status::invalid_argument("invalid flight_descriptor: give path [\"<namespace>\"] or cmd {\"namespace\": ...}")),
-        },
+        [] if !desc.cmd.is_empty() => {
+            #[derive(Deserialize)]
+            struct Cmd {
+                namespace: String,
+            }
+            let cmd: Cmd = super::requests::PUT_COMMAND
+                .fold_bytes("flight_descriptor.cmd", &desc.cmd)
+                .and_then(|f| f.into_typed("flight_descriptor.cmd"))
+                .map_err(|e| e.to_status())?;
+            Ok(cmd.namespace)
+        }
+        _ => Err(ContractError::invalid(
+            "flight_descriptor",
+            "give path [\"<namespace>\"] or cmd {\"namespace\": ...}",
+        )
+        .to_status()),
+    }
+}
+
+/// A ListFlights criteria condition.
+pub const CRITERIA: Shape = Shape {
+    what: "ListFlights criteria condition",
+    keys: &["field", "op", "value"],
+    aliases: &[("operator", "op")],
+};
+
+#[derive(Deserialize)]
+struct Condition {
+    field: String,
+    op: String,
+    value: serde_json::Value,
+}
+
+/// Which flights a criteria expression admits.
+struct Criteria(Vec<Condition>);
+
+impl Criteria {
+    fn parse(expression: &[u8]) -> Result<Criteria, ContractError> {
+        if expression.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Criteria(Vec::new()));
+        }
+        let v: serde_json::Value = serde_json::from_slice(expression).map_err(|e| {
+            ContractError::invalid("criteria.expression", format!("is not JSON: {e}"))
+        })?;
+        let items = match v {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        };
+        let conditions = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let path = format!("criteria.expression[{i}]");
+                let c: Condition = CRITERIA.parse(&path, item)?;
+                c.check(&path)?;
+                Ok(c)
+            })
+            .collect::<Result<_, ContractError>>()?;
+        Ok(Criteria(conditions))
+    }
+
+    fn admits(&self, name: &str, rows: u64) -> bool {
+        self.0.iter().all(|c| c.admits(name, rows))
+    }
+
+    fn needs_rows(&self) -> bool {
+        self.0.iter().any(|c| c.field == "rows")
+    }
+}
+
+impl Condition {
+    fn number(&self) -> Option<f64> {
+        match &self.value {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn check(&self, path: &str) -> Result<(), ContractError> {
+        let op = self.op.to_ascii_lowercase();
+        match self.field.as_str() {
+            "name" => {
+                if !matches!(op.as_str(), "contains" | "=" | "==" | "!=") {
+                    return Err(ContractError::invalid(
+                        format!("{path}.op"),
+                        "name takes contains, =, == or !=",
+                    ));
+                }
+                if !self.value.is_string() {
+                    return Err(ContractError::invalid(
+                        format!("{path}.value"),
+                        "name needs a string",
+                    ));
+                }
+            }
+            "rows" => {
+                if !matches!(op.as_str(), "=" | "==" | "!=" | ">" | ">=" | "<" | "<=") {
+                    return Err(ContractError::invalid(
+                        format!("{path}.op"),
+                        "rows takes = == != > >= < <=",
+                    ));
+                }
+                if self.number().is_none() {
+                    return Err(ContractError::invalid(
+                        format!("{path}.value"),
+                        "rows needs a number (or a string holding one)",
+                    ));
+                }
+            }
+            other => {
+                return Err(ContractError::invalid(
+                    format!("{path}.field"),
+                    format!(
+                        "flights can be selected by name or rows, not {}",
+                        longbow_common::error::quote(other)
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn admits(&self, name: &str, rows: u64) -> bool {
+        let op = self.op.to_ascii_lowercase();
+        if self.field == "name" {
+            let v = self.value.as_str().unwrap_or_default();
+            return match op.as_str() {
+                "contains" => name.contains(v),
+                "!=" => name != v,
+                _ => name == v,
+            };
+        }
+        let (r, v) = (rows as f64, self.number().unwrap_or(f64::NAN));
+        match op.as_str() {
+            ">" => r > v,
+            ">=" => r >= v,
+            "<" => r < v,
+            "<=" => r <= v,
+            "!=" => r != v,
+            _ => r == v,
+        }
     }
 }
 
@@ -55,7 +196,11 @@ async fn info(coord: &Arc<Coordinator>, meta: &NamespaceMeta) -> Result<FlightIn
         })
 }
 
-pub(super) async fn list_flights(coord: &Arc<Coordinator>) -> Result<Vec<FlightInfo>, Status> {
+pub(super) async fn list_flights(
+    coord: &Arc<Coordinator>,
+    criteria: &[u8],
+) -> Result<Vec<FlightInfo>, Status> {
+    let criteria = Criteria::parse(criteria).map_err(|e| e.to_status())?;
     let metas: Vec<NamespaceMeta> = coord
         .group
         .catalog
@@ -66,7 +211,13 @@ pub(super) async fn list_flights(coord: &Arc<Coordinator>) -> Result<Vec<FlightI
         .collect();
     let mut out = Vec::with_capacity(metas.len());
     for m in &metas {
-        out.push(info(coord, m).await?);
+        if !criteria.needs_rows() && !criteria.admits(&m.name, 0) {
+            continue;
+        }
+        let i = info(coord, m).await?;
+        if criteria.admits(&m.name, i.total_records.max(0) as u64) {
+            out.push(i);
+        }
     }
     Ok(out)
 }

@@ -1,11 +1,18 @@
 //! The client Flight API of ARCHITECTURE §4, served on both the data and the meta port.
 //!
 //! This layer translates Flight calls into coordinator operations and records RPC metrics;
-//! it holds no routing or catalog logic of its own.
+//! it holds no routing or catalog logic of its own. Every error it sends, whether a call fails
+//! at once or a stream fails midway, carries Longbow's error metadata
+//! (`x-longbow-error-code`, `x-longbow-retryable`, see `longbow_common::error`).
 
 mod actions;
+mod exchange;
 mod flights;
+mod longbow;
+pub mod requests;
 mod streams;
+
+pub use actions::ACTIONS;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +22,8 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use longbow_common::error::with_error_metadata;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::Coordinator;
@@ -53,6 +61,18 @@ impl ClientService {
     }
 }
 
+/// A call's answer with Longbow's error metadata on its error.
+fn answer<T>(r: Result<T, Status>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(with_error_metadata)
+}
+
+/// A streamed answer whose errors, at once or midway, carry Longbow's error metadata.
+fn streamed<T: Send + 'static>(
+    r: Result<BoxStream<T>, Status>,
+) -> Result<Response<BoxStream<T>>, Status> {
+    answer(r.map(|s| s.map_err(with_error_metadata).boxed()))
+}
+
 #[tonic::async_trait]
 impl FlightService for ClientService {
     type HandshakeStream = BoxStream<HandshakeResponse>;
@@ -72,15 +92,12 @@ impl FlightService for ClientService {
 
     async fn list_flights(
         &self,
-        _: Request<Criteria>,
+        request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let started = Instant::now();
-        let r = flights::list_flights(&self.coord).await;
+        let r = flights::list_flights(&self.coord, &request.into_inner().expression).await;
         self.observe("ListFlights", started, &r);
-        let infos = r?;
-        Ok(Response::new(
-            futures::stream::iter(infos.into_iter().map(Ok)).boxed(),
-        ))
+        streamed(r.map(|infos| futures::stream::iter(infos.into_iter().map(Ok)).boxed()))
     }
 
     async fn get_flight_info(
@@ -90,16 +107,16 @@ impl FlightService for ClientService {
         let started = Instant::now();
         let r = flights::get_flight_info(&self.coord, request.into_inner()).await;
         self.observe("GetFlightInfo", started, &r);
-        Ok(Response::new(r?))
+        answer(r)
     }
 
     async fn poll_flight_info(
         &self,
         _: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented(
+        answer(Err(Status::unimplemented(
             "PollFlightInfo: every Longbow flight is ready at once; use GetFlightInfo",
-        ))
+        )))
     }
 
     async fn get_schema(
@@ -109,7 +126,7 @@ impl FlightService for ClientService {
         let started = Instant::now();
         let r = flights::get_schema(&self.coord, request.into_inner());
         self.observe("GetSchema", started, &r);
-        Ok(Response::new(r?))
+        answer(r)
     }
 
     async fn do_get(
@@ -119,7 +136,7 @@ impl FlightService for ClientService {
         let started = Instant::now();
         let r = streams::do_get(&self.coord, request.into_inner()).await;
         self.observe("DoGet", started, &r);
-        Ok(Response::new(r?))
+        streamed(r)
     }
 
     async fn do_put(
@@ -129,7 +146,7 @@ impl FlightService for ClientService {
         let started = Instant::now();
         let r = streams::do_put(&self.coord, request.into_inner()).await;
         self.observe("DoPut", started, &r);
-        Ok(Response::new(r?))
+        streamed(r)
     }
 
     async fn do_exchange(
@@ -139,7 +156,7 @@ impl FlightService for ClientService {
         let started = Instant::now();
         let r = streams::do_exchange(&self.coord, request.into_inner()).await;
         self.observe("DoExchange", started, &r);
-        Ok(Response::new(r?))
+        streamed(r)
     }
 
     async fn do_action(
@@ -154,7 +171,12 @@ impl FlightService for ClientService {
         );
         let r = actions::handle(&self.coord, action).await;
         self.observe(&method, started, &r);
-        Ok(longbow_common::flight::one_result(r?))
+        streamed(r.map(|bodies| {
+            let results = bodies
+                .into_iter()
+                .map(|body| Ok(arrow_flight::Result { body: body.into() }));
+            futures::stream::iter(results).boxed()
+        }))
     }
 
     async fn list_actions(

@@ -1,12 +1,14 @@
-//! DoPut (ingest), DoExchange (binary search) and DoGet (search / get / scan tickets).
+//! DoPut (ingest), DoExchange (binary search; Longbow 0.1's `VectorSearch` command and
+//! streamed `ingest` path) and DoGet (search / get / scan tickets, and Longbow 0.1's scan
+//! forms).
 
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
-use arrow_flight::{FlightData, PutResult, Ticket};
+use arrow_flight::{FlightData, FlightDescriptor, PutResult, Ticket};
 use futures::{StreamExt, TryStreamExt};
-use longbow_common::flight::{open_stream, stream_error};
+use longbow_common::flight::{open_stream, stream_error, RequestBatches};
 use longbow_common::{ContractError, ErrorExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -15,12 +17,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::actions::query_batch;
-use super::{BoxStream, MAX_MESSAGE_BYTES};
+use super::requests::{self, SearchBody};
+use super::{exchange, longbow, BoxStream, MAX_MESSAGE_BYTES};
+use crate::error::CoordinatorError;
 use crate::node::Coordinator;
 use crate::reads::{GetRecords, ScanRecords};
-use crate::search::SearchRequest;
+use crate::search::Columns;
 
-fn encode(
+pub(super) fn encode(
     batches: impl futures::Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
     schema: Option<arrow_schema::SchemaRef>,
 ) -> BoxStream<FlightData> {
@@ -33,89 +37,105 @@ fn encode(
 
 #[derive(Deserialize)]
 struct PutCmd {
-    #[serde(alias = "dataset", alias = "name")]
     namespace: String,
 }
 
+fn status(e: impl Into<CoordinatorError>) -> Status {
+    e.into().to_status()
+}
+
 /// The namespace a DoPut descriptor names: `PATH ["ns"]`, or a CMD `{"namespace": "ns"}`.
-fn put_namespace(desc: &arrow_flight::FlightDescriptor) -> Result<String, Status> {
+fn put_namespace(desc: &FlightDescriptor) -> Result<String, Status> {
     if desc.r#type == DescriptorType::Path as i32 {
         return match desc.path.as_slice() {
             [ns] => Ok(ns.clone()),
-            other => Err(Status::invalid_argument(format!(
-                "invalid flight_descriptor.path: expected [\"<namespace>\"], got {other:?}"
+            other => Err(status(ContractError::invalid(
+                "flight_descriptor.path",
+                format!("expected [\"<namespace>\"], got {} elements", other.len()),
             ))),
         };
     }
-    let cmd: PutCmd = serde_json::from_slice(&desc.cmd)
-        .map_err(|e| Status::invalid_argument(format!("invalid flight_descriptor.cmd: {e}")))?;
+    let cmd: PutCmd = requests::PUT_COMMAND
+        .fold_bytes("flight_descriptor.cmd", &desc.cmd)
+        .and_then(|f| f.into_typed("flight_descriptor.cmd"))
+        .map_err(status)?;
     Ok(cmd.namespace)
 }
 
-pub(super) async fn do_put(
+/// What one acknowledged batch of an ingest stream says.
+type Ack = fn(batch: u64, rows: u64) -> serde_json::Value;
+
+/// Write each batch of `batches` to `namespace`, acknowledging each once durable with
+/// `ack(batch_number, rows)`; the first error ends the stream.
+pub(super) fn ingest_stream(
     coord: &Arc<Coordinator>,
-    stream: Streaming<FlightData>,
-) -> Result<BoxStream<PutResult>, Status> {
-    let (desc, mut batches) = open_stream(stream, "DoPut").await?;
-    let namespace = put_namespace(&desc)?;
-    crate::namespaces::validate_name(&namespace).map_err(|e| e.to_status())?;
+    namespace: String,
+    mut batches: RequestBatches,
+    ack: Ack,
+) -> mpsc::Receiver<Result<Vec<u8>, Status>> {
     let coord = coord.clone();
-    let (tx, rx) = mpsc::channel::<Result<PutResult, Status>>(4);
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, Status>>(4);
     tokio::spawn(async move {
-        let mut known = false;
+        let mut n = 0u64;
         while let Some(item) = batches.next().await {
-            let batch = match item {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = tx.send(Err(stream_error(e))).await;
-                    return;
-                }
+            let res = match item {
+                Ok(batch) => coord
+                    .put_batch(&namespace, batch)
+                    .await
+                    .map(|rows| ack(n, rows).to_string().into_bytes())
+                    .map_err(|e| e.to_status()),
+                Err(e) => Err(stream_error(e)),
             };
-            if !known {
-                if let Err(e) = coord.namespace_for_put(&namespace, &batch).await {
-                    let _ = tx.send(Err(e.to_status())).await;
-                    return;
-                }
-                known = true;
-            }
-            let res = coord
-                .ingest(&namespace, batch)
-                .await
-                .map_err(|e| e.to_status())
-                .map(|rows| PutResult {
-                    app_metadata: serde_json::json!({ "rows": rows })
-                        .to_string()
-                        .into_bytes()
-                        .into(),
-                });
+            n += 1;
             let failed = res.is_err();
             if tx.send(res).await.is_err() || failed {
                 return;
             }
         }
     });
-    Ok(ReceiverStream::new(rx).boxed())
+    rx
+}
+
+pub(super) async fn do_put(
+    coord: &Arc<Coordinator>,
+    stream: Streaming<FlightData>,
+) -> Result<BoxStream<PutResult>, Status> {
+    let (desc, batches) = open_stream(stream, "DoPut").await?;
+    let namespace = put_namespace(&desc)?;
+    crate::namespaces::validate_name(&namespace).map_err(status)?;
+    let acks = ingest_stream(
+        coord,
+        namespace,
+        batches,
+        |_, rows| serde_json::json!({ "rows": rows }),
+    );
+    Ok(ReceiverStream::new(acks)
+        .map_ok(|body| PutResult {
+            app_metadata: body.into(),
+        })
+        .boxed())
 }
 
 pub(super) async fn do_exchange(
     coord: &Arc<Coordinator>,
     stream: Streaming<FlightData>,
 ) -> Result<BoxStream<FlightData>, Status> {
-    let (desc, mut batches) = open_stream(stream, "DoExchange").await?;
-    let req: SearchRequest = serde_json::from_slice(&desc.cmd)
-        .map_err(|e| Status::invalid_argument(format!("invalid DoExchange command: {e}")))?;
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&desc.cmd) {
-        if let Some(op) = v.get("op").and_then(|o| o.as_str()) {
-            if op != "search" {
-                return Err(Status::invalid_argument(format!(
-                    "invalid op: expected \"search\", got \"{op}\""
-                )));
-            }
-        }
+    let (desc, batches) = open_stream(stream, "DoExchange").await?;
+    if desc.r#type == DescriptorType::Path as i32 {
+        return exchange::ingest(coord, &desc, batches);
     }
-    let prepared = Arc::new(coord.prepare_search(&req).map_err(|e| e.to_status())?);
+    if desc.cmd.as_ref() == exchange::LONGBOW_SEARCH_COMMAND.as_bytes() {
+        return Ok(exchange::longbow_search(coord, batches));
+    }
+    let body: SearchBody = requests::SEARCH_COMMAND
+        .fold_bytes("flight_descriptor.cmd", &desc.cmd)
+        .and_then(|f| f.into_typed("flight_descriptor.cmd"))
+        .map_err(status)?;
+    let req = body.request().map_err(status)?;
+    let prepared = Arc::new(coord.prepare_search(&req).map_err(status)?);
     let schema = prepared.schema();
     let coord = coord.clone();
+    let mut batches = batches;
     let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
     tokio::spawn(async move {
         let mut base = 0u32;
@@ -138,73 +158,120 @@ pub(super) async fn do_exchange(
     Ok(encode(ReceiverStream::new(rx), Some(schema)))
 }
 
-/// Tickets a client may send to DoGet.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum ClientTicket {
-    Search {
-        search: SearchTicket,
-    },
-    Get {
-        get: GetRecords,
-    },
-    Scan {
-        scan: ScanRecords,
-    },
-    /// Longbow's scan form: `{"name": ns, "filters": [...], "limit": n}`.
-    Named {
-        #[serde(alias = "dataset", alias = "namespace")]
-        name: String,
-        #[serde(default)]
-        filters: Option<serde_json::Value>,
-        #[serde(default)]
-        limit: Option<usize>,
-    },
+struct LongbowScan {
+    name: String,
+    #[serde(default)]
+    filters: Option<serde_json::Value>,
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
-struct SearchTicket {
-    #[serde(flatten)]
-    search: SearchRequest,
-    vector: Vec<f32>,
+/// A ticket, read strictly: `{"search"|"get"|"scan": {...}}`, Longbow's
+/// `{"name"|"dataset", "filters", "limit"}`, or (first byte not `{`) a plain namespace name.
+async fn run_ticket(
+    coord: &Arc<Coordinator>,
+    ticket: &[u8],
+) -> Result<(arrow_schema::SchemaRef, Vec<RecordBatch>), CoordinatorError> {
+    if ticket.first() != Some(&b'{') {
+        let name = std::str::from_utf8(ticket)
+            .map_err(|_| ContractError::invalid("ticket", "is neither JSON nor a UTF-8 name"))?
+            .trim();
+        return longbow_scan(coord, name.to_string(), None, None).await;
+    }
+    let mut outer = requests::TICKET.fold_bytes("", ticket)?;
+    let forms = ["search", "get", "scan"];
+    let given: Vec<&str> = forms
+        .iter()
+        .copied()
+        .filter(|k| outer.map.contains_key(*k))
+        .collect();
+    match given.as_slice() {
+        [form] if outer.map.len() == 1 => {
+            let inner = outer.map.remove(*form).unwrap_or_default();
+            match *form {
+                "search" => search_ticket(coord, inner).await,
+                "get" => {
+                    let b: requests::GetBody = requests::GET_TICKET.parse("get", inner)?;
+                    coord
+                        .get(&GetRecords {
+                            namespace: b.namespace,
+                            ids: b.ids,
+                            columns: Columns::from_json("get.columns", b.columns.as_ref())?,
+                            include_vectors: b.include_vectors,
+                        })
+                        .await
+                }
+                _ => {
+                    let b: requests::ScanBody = requests::SCAN_TICKET.parse("scan", inner)?;
+                    coord
+                        .scan(&ScanRecords {
+                            namespace: b.namespace,
+                            filter: b.filter,
+                            columns: Columns::from_json("scan.columns", b.columns.as_ref())?,
+                            include_vectors: b.include_vectors,
+                            limit: b.limit,
+                        })
+                        .await
+                }
+            }
+        }
+        [] => {
+            let b: LongbowScan = outer.into_typed("")?;
+            longbow_scan(coord, b.name, b.filters, b.limit).await
+        }
+        _ => Err(ContractError::invalid(
+            "ticket",
+            "give exactly one of search, get, scan (and nothing beside it)",
+        )
+        .into()),
+    }
+}
+
+/// Longbow 0.1's scan: every stored column, `vector` included.
+async fn longbow_scan(
+    coord: &Arc<Coordinator>,
+    name: String,
+    filters: Option<serde_json::Value>,
+    limit: Option<usize>,
+) -> Result<(arrow_schema::SchemaRef, Vec<RecordBatch>), CoordinatorError> {
+    coord
+        .scan(&ScanRecords {
+            namespace: name,
+            filter: filters,
+            columns: None,
+            include_vectors: true,
+            limit,
+        })
+        .await
+}
+
+async fn search_ticket(
+    coord: &Arc<Coordinator>,
+    inner: serde_json::Value,
+) -> Result<(arrow_schema::SchemaRef, Vec<RecordBatch>), CoordinatorError> {
+    let folded = requests::SEARCH_TICKET.fold("search", inner)?;
+    let longbow_shape = folded.used("dataset");
+    let b: SearchBody = folded.into_typed("search")?;
+    let req = b.request()?;
+    let prepared = coord.prepare_search(&req)?;
+    let vector = b
+        .vector
+        .as_ref()
+        .ok_or_else(|| ContractError::invalid("search.vector", "is missing"))?;
+    let out = coord.search(&prepared, &query_batch(vector)?, 0).await?;
+    if longbow_shape {
+        let out = longbow::search_columns(&out, req.include_vectors)?;
+        return Ok((out.schema(), vec![out]));
+    }
+    Ok((prepared.schema(), vec![out]))
 }
 
 pub(super) async fn do_get(
     coord: &Arc<Coordinator>,
     ticket: Ticket,
 ) -> Result<BoxStream<FlightData>, Status> {
-    let t: ClientTicket = serde_json::from_slice(&ticket.ticket).map_err(|e| {
-        ContractError::invalid("ticket", format!("expected {{\"search\"|\"get\"|\"scan\": {{...}}}} or {{\"name\", \"filters\"}}: {e}")).to_status()
-    })?;
-    let (schema, batches) = match t {
-        ClientTicket::Search { search } => {
-            let prepared = coord
-                .prepare_search(&search.search)
-                .map_err(|e| e.to_status())?;
-            let q = query_batch(&search.vector).map_err(|e| e.to_status())?;
-            let out = coord
-                .search(&prepared, &q, 0)
-                .await
-                .map_err(|e| e.to_status())?;
-            (prepared.schema(), vec![out])
-        }
-        ClientTicket::Get { get } => coord.get(&get).await.map_err(|e| e.to_status())?,
-        ClientTicket::Scan { scan } => coord.scan(&scan).await.map_err(|e| e.to_status())?,
-        ClientTicket::Named {
-            name,
-            filters,
-            limit,
-        } => {
-            let scan = ScanRecords {
-                namespace: name,
-                filter: filters,
-                columns: None,
-                include_vectors: false,
-                limit,
-            };
-            coord.scan(&scan).await.map_err(|e| e.to_status())?
-        }
-    };
+    let (schema, batches) = run_ticket(coord, &ticket.ticket).await.map_err(status)?;
     Ok(encode(
         futures::stream::iter(batches.into_iter().map(Ok)),
         Some(schema),

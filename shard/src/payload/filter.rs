@@ -4,7 +4,9 @@
 //! `not` inverts (so `not(price < 10)` matches rows without a price); `is_null` matches
 //! both nulls and missing columns. Integers compare exactly (as Int64 or UInt64), mixed
 //! integer/float comparisons as Float64. Timestamps and dates accept RFC 3339 / ISO 8601
-//! strings or raw integers in the column's own unit.
+//! strings or raw integers in the column's own unit. A string compared with a numeric column
+//! is read as a number (Longbow 0.1 clients send `"100"` for 100). The field `id` is the
+//! record id: its column is attached to each chunk only when a filter names it.
 
 use std::sync::Arc;
 
@@ -16,24 +18,36 @@ use arrow_array::{
 };
 use arrow_cast::cast::cast;
 use arrow_cast::parse::Parser;
-use arrow_schema::{DataType, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use longbow_common::filter::{CompareOp, Literal};
-use longbow_common::{ContractError, Filter};
+use longbow_common::ids::ids_to_array;
+use longbow_common::{columns, ContractError, Filter, IdType, IdValue};
 
 use crate::bitset::Bitset;
 use crate::payload::PayloadStore;
 
 type EvalResult = Result<BooleanArray, ContractError>;
 
-/// The rows (by segment offset) of `store` that match `filter`, limited to `0..len`.
+/// The rows (by segment offset) of `store` that match `filter`, limited to `0..len`. `ids`
+/// holds the segment's ids by offset (read only when the filter names `id`).
 pub fn matching_rows(
     filter: &Filter,
     store: &PayloadStore,
     len: usize,
+    ids: &[IdValue],
+    id_type: IdType,
 ) -> Result<Bitset, ContractError> {
     let mut out = Bitset::with_len(len);
+    let by_id = filter.fields().contains(&columns::ID);
     for (start, batch) in store.chunks() {
-        let mask = eval(filter, batch)?;
+        let mask = if by_id {
+            let first = (*start as usize).min(ids.len());
+            let last = (first + batch.num_rows()).min(ids.len());
+            let with_ids = with_id_column(batch, &ids[first..last], id_type)?;
+            eval(filter, &with_ids)?
+        } else {
+            eval(filter, batch)?
+        };
         for i in mask.values().set_indices() {
             let off = *start as usize + i;
             if off < len {
@@ -42,6 +56,30 @@ pub fn matching_rows(
         }
     }
     Ok(out)
+}
+
+/// A chunk with the `id` column added (payload columns can never be called `id`).
+fn with_id_column(
+    batch: &RecordBatch,
+    ids: &[IdValue],
+    id_type: IdType,
+) -> Result<RecordBatch, ContractError> {
+    if ids.len() != batch.num_rows() {
+        return Err(ContractError::invalid(
+            "filter",
+            "ids and payload of a segment disagree in length",
+        ));
+    }
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(columns::ID, id_type.data_type(), false));
+    let mut arrays = batch.columns().to_vec();
+    arrays.push(ids_to_array(ids, id_type));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(internal)
 }
 
 /// Evaluate `filter` over one chunk. The result has no nulls.
@@ -166,6 +204,19 @@ fn coerce(
 ) -> Result<(ArrayRef, Box<dyn Datum>), ContractError> {
     let dt = col.data_type();
     let mismatch = |what: &str| type_error(field, dt, &format!("cannot compare with {what}"));
+    if let (true, Literal::Str(s)) = (dt.is_integer() || dt.is_floating(), lit) {
+        let number = numeric_literal(s).ok_or_else(|| {
+            type_error(
+                field,
+                dt,
+                &format!(
+                    "cannot compare with {} (not a number)",
+                    longbow_common::error::quote(s)
+                ),
+            )
+        })?;
+        return coerce(field, col, &number);
+    }
     if dt.is_integer() {
         return match lit {
             Literal::Int(v) if *dt == DataType::UInt64 && *v >= 0 => {
@@ -264,6 +315,21 @@ fn coerce(
             "filters support integers, floats, strings, booleans, timestamps and dates",
         )),
     }
+}
+
+/// A string holding a number, as the literal that number would be in JSON.
+fn numeric_literal(s: &str) -> Option<Literal> {
+    let s = s.trim();
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(Literal::Int(i));
+    }
+    if let Ok(u) = s.parse::<u64>() {
+        return Some(Literal::UInt(u));
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Literal::Float)
 }
 
 /// A shared handle to a parsed filter.

@@ -75,7 +75,7 @@ fn live_filtered(state: &ReplicaState, filter: &Filter) -> Result<Vec<Bitset>> {
         .iter()
         .map(|seg| {
             let len = seg.index.len();
-            let mut m = matching_rows(filter, &seg.payload, len)?;
+            let mut m = matching_rows(filter, &seg.payload, len, &seg.ids, state.info.id_type)?;
             for t in seg.tombstones.iter() {
                 m.clear(t);
             }
@@ -188,6 +188,13 @@ pub fn search(
         &mut out_fields,
         &mut arrays,
     )?;
+    // Payload columns named like a result column are returned under `payload.<name>`.
+    let fixed = columns::search_result_fields(state.info.id_type).len();
+    for f in out_fields.iter_mut().skip(fixed).take(fields.len()) {
+        if let std::borrow::Cow::Owned(name) = columns::search_column_name(f.name()) {
+            *f = f.clone().with_name(name);
+        }
+    }
     Ok(RecordBatch::try_new(
         Arc::new(Schema::new(out_fields)),
         arrays,
