@@ -82,6 +82,20 @@ impl StatusCode {
         }
     }
 
+    /// The canonical gRPC name of this status (`NOT_FOUND`).
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            StatusCode::InvalidArgument => "INVALID_ARGUMENT",
+            StatusCode::NotFound => "NOT_FOUND",
+            StatusCode::AlreadyExists => "ALREADY_EXISTS",
+            StatusCode::Unavailable => "UNAVAILABLE",
+            StatusCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            StatusCode::Unimplemented => "UNIMPLEMENTED",
+            StatusCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            StatusCode::Internal => "INTERNAL",
+        }
+    }
+
     /// The generic machine-readable code of this status (layers may give finer ones).
     pub fn default_error_code(self) -> &'static str {
         match self {
@@ -132,7 +146,7 @@ pub fn error_status(
     let detail = serde_json::json!({
         "code": error_code,
         "retryable": retryable,
-        "status": format!("{:?}", code.tonic_code()),
+        "status": code.grpc_name(),
     });
     let mut status = tonic::Status::with_details(
         code.tonic_code(),

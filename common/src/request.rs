@@ -102,6 +102,8 @@ impl Shape {
             }
         };
         let mut out = Folded::default();
+        // The spelling each canonical key was first given as.
+        let mut spelled: Vec<(String, String)> = Vec::new();
         for (key, value) in map {
             let canonical = if self.keys.contains(&key.as_str()) {
                 key.clone()
@@ -116,23 +118,20 @@ impl Shape {
             };
             match out.map.get(&canonical) {
                 Some(prev) if *prev != value => {
-                    let spelled: Vec<&str> = std::iter::once(canonical.as_str())
-                        .chain(
-                            self.aliases
-                                .iter()
-                                .filter(|(_, c)| *c == canonical)
-                                .map(|(a, _)| *a),
-                        )
-                        .collect();
+                    let first = spelled
+                        .iter()
+                        .find(|(c, _)| *c == canonical)
+                        .map_or(canonical.as_str(), |(_, k)| k.as_str());
                     return Err(ContractError::invalid(
                         join(path, &canonical),
                         format!(
-                            "given twice with different values (as {}); give one",
-                            spelled.join(" and ")
+                            "given as '{first}' and as '{key}' with different values; give one"
                         ),
                     ));
                 }
-                _ => {
+                Some(_) => {}
+                None => {
+                    spelled.push((canonical.clone(), key));
                     out.map.insert(canonical, value);
                 }
             }

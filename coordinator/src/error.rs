@@ -10,13 +10,13 @@ pub enum CoordinatorError {
     #[error(transparent)]
     Contract(#[from] ContractError),
     /// No such namespace.
-    #[error("namespace '{0}' not found")]
+    #[error("namespace {} not found", longbow_common::error::quote(.0))]
     NamespaceNotFound(String),
     /// No such record.
     #[error("{0}")]
     RecordNotFound(String),
     /// The namespace exists already.
-    #[error("namespace '{0}' already exists")]
+    #[error("namespace {} already exists", longbow_common::error::quote(.0))]
     NamespaceExists(String),
     /// Not supported by this server (yet).
     #[error("{0}")]

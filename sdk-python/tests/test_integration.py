@@ -16,6 +16,7 @@ import pytest
 
 from longbow import (
     AsyncLongbowClient,
+    IndexOptions,
     LongbowAlreadyExistsError,
     LongbowClient,
     LongbowConnectionError,
@@ -34,7 +35,9 @@ def vecs(n: int, seed: int) -> np.ndarray:
 
 def test_lifecycle_with_every_input_and_output_kind(client: LongbowClient) -> None:
     ns = "life"
-    info = client.create_namespace(ns, DIM, metric="l2", shards=2, m=16, ef_construction=100)
+    info = client.create_namespace(
+        ns, DIM, metric="l2", shards=2, index=IndexOptions(m=16, ef_construction=100)
+    )
     assert info.dimension == DIM and info.shards == 2
     assert any(n.name == ns for n in client.list_namespaces())
 
@@ -85,6 +88,10 @@ def test_lifecycle_with_every_input_and_output_kind(client: LongbowClient) -> No
     neighbours = client.search_by_id(ns, 42, k=4)
     assert len(neighbours) == 4 and all(n.id != 42 for n in neighbours)
 
+    everything = client.search(ns, base[5], k=1, columns="*")
+    assert everything[0].metadata == {"tag": "list"}
+    assert client.search(ns, base[5], k=1, allow_partial=True)[0].id == 5
+
     records = client.get(ns, [7, 599, 12345])
     assert [r.id for r in records] == [7, 599]
     assert records[0].vector == pytest.approx(base[7].tolist())
@@ -116,6 +123,10 @@ def test_errors_from_the_server_are_mapped(client: LongbowClient) -> None:
         client.search("errs", vecs(1, 3)[0], k=0)
     with pytest.raises(LongbowQueryError, match="not available yet"):
         client.snapshot("errs")
+    with pytest.raises(LongbowNotFoundError, match="create=True"):
+        client.insert("errs-typo", {"id": 1, "vector": vecs(1, 2)[0].tolist()})
+    assert client.insert("errs-new", {"id": 1, "vector": vecs(1, 2)[0].tolist()}, create=True) == 1
+    assert client.get_info("errs-new").dimension == DIM
     assert client.cluster_status()["coordinator"]["raft_leader"] == 1
 
 

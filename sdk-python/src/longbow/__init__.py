@@ -6,30 +6,35 @@ from .errors import (
     LongbowAlreadyExistsError,
     LongbowAuthenticationError,
     LongbowConnectionError,
+    LongbowDeadlineError,
     LongbowError,
     LongbowNotFoundError,
     LongbowQueryError,
     LongbowResourceExhaustedError,
     LongbowTimeoutError,
+    LongbowUnimplementedError,
     LongbowValidationError,
 )
-from .models import IndexStats, NamespaceInfo, Record, SearchResult, Vector
+from .models import IndexOptions, IndexStats, NamespaceInfo, Record, SearchResult, Vector
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLongbowClient",
     "ConnectionPool",
+    "IndexOptions",
     "IndexStats",
     "LongbowAlreadyExistsError",
     "LongbowAuthenticationError",
     "LongbowClient",
     "LongbowConnectionError",
+    "LongbowDeadlineError",
     "LongbowError",
     "LongbowNotFoundError",
     "LongbowQueryError",
     "LongbowResourceExhaustedError",
     "LongbowTimeoutError",
+    "LongbowUnimplementedError",
     "LongbowValidationError",
     "NamespaceInfo",
     "Record",

@@ -1,20 +1,36 @@
 """`AsyncLongbowClient`: the same methods as `LongbowClient`, for asyncio. Calls run on
-worker threads over the sync client's thread-safe connection pool."""
+worker threads over the sync client's thread-safe connection pool.
+
+Every public method of `LongbowClient` has an async twin here with the same parameters
+(`tests/test_async_parity.py` compares the signatures, so the two cannot drift apart).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
-from .client import LongbowClient
-from .models import IndexStats, NamespaceInfo, Record, SearchResult
+import numpy as np
+
+from .client import Columns, LongbowClient, Output
+from .models import IdType, IndexOptions, IndexStats, Metric, NamespaceInfo, Record, RecordId, SearchResult
 
 
 class AsyncLongbowClient:
-    """Asyncio client; use `async with` or `await close()`."""
+    """Asyncio client; use `async with` or `await close()`. Takes `LongbowClient`'s arguments."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._sync = LongbowClient(*args, **kwargs)
+    def __init__(
+        self,
+        host: str = "localhost",
+        data_port: int = 3000,
+        meta_port: int = 3001,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        retries: int = 3,
+        pool_size: int = 8,
+    ) -> None:
+        self._sync = LongbowClient(host, data_port, meta_port, api_key, timeout, retries, pool_size)
 
     async def __aenter__(self) -> AsyncLongbowClient:
         return self
@@ -23,44 +39,123 @@ class AsyncLongbowClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close every connection."""
         await asyncio.to_thread(self._sync.close)
 
     async def create_namespace(
-        self, name: str, dim: int, metric: str = "l2", **options: Any
+        self,
+        name: str,
+        dim: int,
+        metric: Metric = "l2",
+        *,
+        id_type: IdType = "uint64",
+        shards: int | None = None,
+        replication_factor: int | None = None,
+        index: IndexOptions | None = None,
     ) -> NamespaceInfo:
-        return await asyncio.to_thread(self._sync.create_namespace, name, dim, metric, **options)
+        """See `LongbowClient.create_namespace`."""
+        return await asyncio.to_thread(
+            lambda: self._sync.create_namespace(
+                name,
+                dim,
+                metric,
+                id_type=id_type,
+                shards=shards,
+                replication_factor=replication_factor,
+                index=index,
+            )
+        )
 
     async def list_namespaces(self) -> list[NamespaceInfo]:
+        """See `LongbowClient.list_namespaces`."""
         return await asyncio.to_thread(self._sync.list_namespaces)
 
     async def get_info(self, name: str) -> IndexStats:
+        """See `LongbowClient.get_info`."""
         return await asyncio.to_thread(self._sync.get_info, name)
 
     async def delete_namespace(self, name: str) -> None:
+        """See `LongbowClient.delete_namespace`."""
         await asyncio.to_thread(self._sync.delete_namespace, name)
 
     async def snapshot(self, name: str) -> Any:
+        """See `LongbowClient.snapshot`."""
         return await asyncio.to_thread(self._sync.snapshot, name)
 
     async def cluster_status(self) -> dict[str, Any]:
+        """See `LongbowClient.cluster_status`."""
         return await asyncio.to_thread(self._sync.cluster_status)
 
-    async def wait_until_ready(self, name: str, timeout: float = 60.0) -> None:
-        await asyncio.to_thread(self._sync.wait_until_ready, name, timeout)
+    async def wait_until_ready(
+        self,
+        name: str,
+        timeout: float | None = None,
+        poll: float = 0.2,
+        stall_timeout: float = 60.0,
+        progress: bool | None = None,
+    ) -> None:
+        """See `LongbowClient.wait_until_ready`."""
+        await asyncio.to_thread(self._sync.wait_until_ready, name, timeout, poll, stall_timeout, progress)
 
-    async def insert(self, namespace: str, data: Any, **kwargs: Any) -> int:
-        return await asyncio.to_thread(self._sync.insert, namespace, data, **kwargs)
+    async def insert(
+        self,
+        namespace: str,
+        data: Any,
+        ids: Sequence[RecordId] | np.ndarray | None = None,
+        batch_size: int = 10_000,
+        parallelism: int = 1,
+        *,
+        create: bool = False,
+        progress: bool | None = None,
+    ) -> int:
+        """See `LongbowClient.insert`."""
+        return await asyncio.to_thread(
+            lambda: self._sync.insert(
+                namespace, data, ids, batch_size, parallelism, create=create, progress=progress
+            )
+        )
 
-    async def search(self, namespace: str, vector: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self._sync.search, namespace, vector, **kwargs)
+    async def search(
+        self,
+        namespace: str,
+        vector: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
+        k: int = 10,
+        filter: dict[str, Any] | list[Any] | None = None,
+        ef: int | None = None,
+        columns: Columns = None,
+        output: Output = "models",
+        include_vectors: bool = False,
+        allow_partial: bool = False,
+    ) -> Any:
+        """See `LongbowClient.search`."""
+        return await asyncio.to_thread(
+            lambda: self._sync._search(
+                namespace, vector, k, filter, ef, columns, output, include_vectors, allow_partial
+            )
+        )
 
     async def search_by_id(
-        self, namespace: str, id: int | str, k: int = 10, **kwargs: Any
+        self,
+        namespace: str,
+        id: RecordId,
+        k: int = 10,
+        filter: dict[str, Any] | list[Any] | None = None,
+        ef: int | None = None,
+        columns: Columns = None,
     ) -> list[SearchResult]:
-        return await asyncio.to_thread(self._sync.search_by_id, namespace, id, k, **kwargs)
+        """See `LongbowClient.search_by_id`."""
+        return await asyncio.to_thread(self._sync.search_by_id, namespace, id, k, filter, ef, columns)
 
-    async def get(self, namespace: str, ids: list[int | str]) -> list[Record]:
-        return await asyncio.to_thread(self._sync.get, namespace, ids)
+    async def get(
+        self,
+        namespace: str,
+        ids: Sequence[RecordId],
+        include_vectors: bool = True,
+        columns: Columns = "*",
+    ) -> list[Record]:
+        """See `LongbowClient.get`."""
+        return await asyncio.to_thread(self._sync.get, namespace, ids, include_vectors, columns)
 
-    async def delete(self, namespace: str, ids: list[int | str] | None = None, filter: Any = None) -> int:
+    async def delete(self, namespace: str, ids: Sequence[RecordId] | None = None, filter: Any = None) -> int:
+        """See `LongbowClient.delete`."""
         return await asyncio.to_thread(self._sync.delete, namespace, ids, filter)

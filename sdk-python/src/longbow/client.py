@@ -9,34 +9,54 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import pandas as pd
 import pyarrow.flight as flight
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from . import convert
 from .errors import (
+    ErrorMetadata,
+    LongbowConnectionError,
     LongbowError,
     LongbowNotFoundError,
     LongbowTimeoutError,
     LongbowValidationError,
+    begin_call,
     from_flight,
 )
-from .models import IndexStats, NamespaceInfo, Record, RecordId, SearchResult, check_k
+from .models import (
+    IdType,
+    IndexOptions,
+    IndexStats,
+    Metric,
+    NamespaceInfo,
+    Record,
+    RecordId,
+    SearchResult,
+    check_k,
+)
+from .progress import Progress
 
 T = TypeVar("T")
 Output = Literal["models", "arrow", "pandas", "dask"]
+Columns = list[str] | Literal["*"] | None
 _FIXED = ("query_id", "id", "distance", "score", "vector")
+_MIDDLEWARE = [ErrorMetadata()]
 
 
 class _Connections:
     """A data and a meta Flight client to one coordinator."""
 
     def __init__(self, host: str, data_port: int, meta_port: int) -> None:
-        self.data = flight.FlightClient(f"grpc://{host}:{data_port}")
-        self.meta = flight.FlightClient(f"grpc://{host}:{meta_port}")
+        self.data = flight.FlightClient(f"grpc://{host}:{data_port}", middleware=_MIDDLEWARE)
+        self.meta = flight.FlightClient(f"grpc://{host}:{meta_port}", middleware=_MIDDLEWARE)
 
     def close(self) -> None:
         self.data.close()
@@ -125,25 +145,28 @@ class LongbowClient:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[_Connections], T], idempotent: bool = True) -> T:
-        def once() -> T:
-            try:
-                with self._pool.lease() as conn:
-                    return fn(conn)
-            except LongbowError:
-                raise
-            except Exception as e:  # every pyarrow/Flight error becomes a LongbowError
-                raise from_flight(e) from e
+    def _once(self, fn: Callable[[_Connections], T]) -> T:
+        md = begin_call()
+        try:
+            with self._pool.lease() as conn:
+                return fn(conn)
+        except LongbowError:
+            raise
+        except Exception as e:  # every pyarrow/Flight error becomes a LongbowError
+            raise from_flight(e, md) from e
 
-        if not idempotent or self._retries == 0:
-            return once()
-        retrying = Retrying(
+    def _retrying(self) -> Retrying:
+        return Retrying(
             stop=stop_after_attempt(self._retries + 1),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             retry=retry_if_exception(lambda e: isinstance(e, LongbowError) and e.retryable),
             reraise=True,
         )
-        return retrying(once)
+
+    def _call(self, fn: Callable[[_Connections], T], idempotent: bool = True) -> T:
+        if not idempotent or self._retries == 0:
+            return self._once(fn)
+        return self._retrying()(lambda: self._once(fn))
 
     def _action(self, kind: str, body: dict[str, Any], idempotent: bool = True) -> Any:
         payload = json.dumps(body).encode()
@@ -168,41 +191,50 @@ class LongbowClient:
 
     # -- admin -----------------------------------------------------------------------------
 
-    def create_namespace(self, name: str, dim: int, metric: str = "l2", **options: Any) -> NamespaceInfo:
-        """Create a namespace. Options: `id_type`, `shards`, `replication_factor`, `m`,
-        `ef_construction`, `ef_search`."""
+    def create_namespace(
+        self,
+        name: str,
+        dim: int,
+        metric: Metric = "l2",
+        *,
+        id_type: IdType = "uint64",
+        shards: int | None = None,
+        replication_factor: int | None = None,
+        index: IndexOptions | None = None,
+    ) -> NamespaceInfo:
+        """Create a namespace of `dim`-dimensional vectors.
+
+        Args:
+            name: the namespace name (1-128 characters of A-Z a-z 0-9 _ - .).
+            dim: vector dimension.
+            metric: `l2`, `cosine` or `dot`.
+            id_type: `uint64`, `int64` or `string`.
+            shards: shard count (the server's default when `None`).
+            replication_factor: replicas per shard.
+            index: HNSW parameters (`IndexOptions(m=16, ef_construction=200, ef_search=64)`).
+        """
         if metric not in ("l2", "cosine", "dot"):
             raise LongbowValidationError(f"metric must be l2, cosine or dot, got {metric!r}")
-        if not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise LongbowValidationError(f"dim must be a positive integer, got {dim!r}")
-        index = {k: options.pop(k) for k in ("m", "ef_construction", "ef_search") if k in options}
-        allowed = {"id_type", "shards", "replication_factor"}
-        unknown = set(options) - allowed
-        if unknown:
-            raise LongbowValidationError(f"unknown options: {sorted(unknown)}")
-        body: dict[str, Any] = {"name": name, "dim": dim, "metric": metric, **options}
-        if index:
-            body["index"] = index
+        if index is not None and not isinstance(index, IndexOptions):
+            raise LongbowValidationError("index must be an IndexOptions")
+        body: dict[str, Any] = {"name": name, "dim": dim, "metric": metric, "id_type": id_type}
+        if shards is not None:
+            body["shards"] = shards
+        if replication_factor is not None:
+            body["replication_factor"] = replication_factor
+        if index is not None and index.body():
+            body["index"] = index.body()
         r = self._action("CreateNamespace", body, idempotent=False)
-        info = NamespaceInfo(
-            name=r["name"], dimension=r["dim"], metric=r["metric"], id_type=r["id_type"], shards=r["shards"]
-        )
+        info = _namespace_info(r)
         self._namespaces[name] = info
         return info
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         """Every namespace."""
-        rows = self._action("ListNamespaces", {})
-        return [
-            NamespaceInfo(
-                name=r["name"],
-                dimension=r["dim"],
-                metric=r["metric"],
-                id_type=r["id_type"],
-                shards=r["shards"],
-            )
-            for r in rows
-        ]
+        r = self._action("ListNamespaces", {})
+        return [_namespace_info(d) for d in r["details"]]
 
     def get_info(self, name: str) -> IndexStats:
         """Statistics of a namespace."""
@@ -227,7 +259,8 @@ class LongbowClient:
         self._namespaces.pop(name, None)
 
     def snapshot(self, name: str) -> Any:
-        """Snapshot a namespace (raises `LongbowQueryError` while the server lacks snapshots)."""
+        """Snapshot a namespace (raises `LongbowUnimplementedError` while the server lacks
+        snapshots)."""
         return self._action("Snapshot", {"name": name}, idempotent=False)
 
     def cluster_status(self) -> dict[str, Any]:
@@ -235,18 +268,50 @@ class LongbowClient:
         status: dict[str, Any] = self._action("cluster-status", {})
         return status
 
-    def wait_until_ready(self, name: str, timeout: float = 60.0, poll: float = 0.1) -> None:
-        """Block until every acknowledged write of `name` is indexed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            r = self._action("check_readiness", {"namespace": name})
-            if r["status"] == "READY":
-                return
-            if r["status"] == "NOT_FOUND":
-                raise LongbowNotFoundError(f"namespace '{name}' not found")
-            if time.monotonic() >= deadline:
-                raise LongbowTimeoutError(f"namespace '{name}' not ready after {timeout}s: {r}")
-            time.sleep(poll)
+    def wait_until_ready(
+        self,
+        name: str,
+        timeout: float | None = None,
+        poll: float = 0.2,
+        stall_timeout: float = 60.0,
+        progress: bool | None = None,
+    ) -> None:
+        """Block until every acknowledged write of `name` is indexed.
+
+        It follows the indexing: it waits as long as the backlog keeps shrinking, and gives up
+        (`LongbowTimeoutError`) once it has not shrunk for `stall_timeout` seconds, or after
+        `timeout` seconds in all when that is given. `progress` shows a bar (default: in
+        notebooks).
+        """
+        started = time.monotonic()
+        best: int | None = None
+        last_progress = started
+        bar: Progress | None = None
+        try:
+            while True:
+                r = self._action("check_readiness", {"namespace": name})
+                if r["status"] == "NOT_FOUND":
+                    raise LongbowNotFoundError(f"namespace '{name}' not found", code="namespace_not_found")
+                lag = int(r.get("indexing_lag", 0))
+                if bar is None and r["status"] != "READY":
+                    bar = Progress(progress, total=lag, desc=f"indexing {name}", unit="rows")
+                if bar is not None and best is not None:
+                    bar.update(max(0, best - lag))
+                if r["status"] == "READY":
+                    return
+                now = time.monotonic()
+                if best is None or lag < best:
+                    best, last_progress = lag, now
+                if now - last_progress >= stall_timeout:
+                    raise LongbowTimeoutError(
+                        f"namespace '{name}' made no indexing progress for {stall_timeout}s: {r}"
+                    )
+                if timeout is not None and now - started >= timeout:
+                    raise LongbowTimeoutError(f"namespace '{name}' not ready after {timeout}s: {r}")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
 
     # -- data ------------------------------------------------------------------------------
 
@@ -257,72 +322,237 @@ class LongbowClient:
         ids: Sequence[RecordId] | np.ndarray | None = None,
         batch_size: int = 10_000,
         parallelism: int = 1,
+        *,
+        create: bool = False,
+        progress: bool | None = None,
     ) -> int:
         """Insert (or replace) records; returns the rows acknowledged as durable.
 
         `data`: a dict, a list of dicts, a 2-D numpy array (with `ids=`), a pandas or Dask
         DataFrame (Dask partitions are streamed one at a time), or a pyarrow Table/RecordBatch.
+        Inserting into a namespace that does not exist raises `LongbowNotFoundError` unless
+        `create=True`, which creates it from the data (dimension, id type). A batch that fails
+        with a retryable error is sent again (writes are upserts by id, so this is safe).
+        `progress` shows a bar (default: in notebooks).
         """
         if parallelism < 1:
             raise LongbowValidationError("parallelism must be at least 1")
-        if convert.is_dask(data):
-            if ids is not None:
-                raise LongbowValidationError("ids: give ids as a column of the Dask DataFrame")
-            return sum(
-                self.insert(namespace, data.get_partition(i).compute(), None, batch_size, parallelism)
-                for i in range(data.npartitions)
+        ns = self._namespace(namespace)
+        if ns is None:
+            ns = self._namespace(namespace, refresh=True)
+        if ns is None and not create:
+            raise LongbowNotFoundError(
+                f"namespace '{namespace}' not found; create it with create_namespace() "
+                "or pass create=True to create it from the data",
+                code="namespace_not_found",
             )
+        with Progress(progress, total=_row_count(data), desc=f"insert {namespace}", unit="rows") as bar:
+            if convert.is_dask(data):
+                if ids is not None:
+                    raise LongbowValidationError("ids: give ids as a column of the Dask DataFrame")
+                return sum(
+                    self._insert_table(
+                        namespace, data.get_partition(i).compute(), None, batch_size, parallelism, bar
+                    )
+                    for i in range(data.npartitions)
+                )
+            return self._insert_table(namespace, data, ids, batch_size, parallelism, bar)
+
+    def _insert_table(
+        self,
+        namespace: str,
+        data: Any,
+        ids: Sequence[RecordId] | np.ndarray | None,
+        batch_size: int,
+        parallelism: int,
+        bar: Progress,
+    ) -> int:
         ns = self._namespace(namespace)
         table = convert.to_table(data, ids, ns.dimension if ns else None, ns.id_type if ns else None)
         chunks = list(convert.batches(table, batch_size))
-        if parallelism == 1 or len(chunks) < 2:
-            rows = self._put(namespace, chunks)
+        if not chunks:
+            return 0
+        if parallelism == 1 or len(chunks) < 2 or ns is None:
+            # The first write to a new namespace goes alone: it creates the namespace.
+            rows = self._put(namespace, chunks[:1], bar)
+            if ns is None:
+                self._namespace(namespace, refresh=True)
+            chunks = chunks[1:]
+            if parallelism == 1:
+                return rows + (self._put(namespace, chunks, bar) if chunks else 0)
         else:
-            groups = [chunks[i::parallelism] for i in range(parallelism)]
-            with ThreadPoolExecutor(max_workers=parallelism) as pool:
-                rows = sum(pool.map(lambda g: self._put(namespace, g), [g for g in groups if g]))
-        if ns is None:
-            self._namespace(namespace, refresh=True)
-        return rows
-
-    def _put(self, namespace: str, chunks: list[pa.RecordBatch]) -> int:
-        # Upserts by id are idempotent, so a failed stream is safely retried whole.
-        def run(conn: _Connections) -> int:
-            descriptor = flight.FlightDescriptor.for_path(namespace)
-            writer, reader = conn.data.do_put(descriptor, chunks[0].schema, self._options)
             rows = 0
+        groups = [g for g in (chunks[i::parallelism] for i in range(parallelism)) if g]
+        with ThreadPoolExecutor(max_workers=parallelism) as pool:
+            return rows + sum(pool.map(lambda g: self._put(namespace, g, bar), groups))
+
+    def _put(self, namespace: str, chunks: list[pa.RecordBatch], bar: Progress) -> int:
+        """Stream `chunks`; on a retryable failure resume from the first unacknowledged one."""
+        acked = 0
+        rows = 0
+
+        def run(conn: _Connections) -> None:
+            nonlocal acked, rows
+            if acked >= len(chunks):
+                return
+            descriptor = flight.FlightDescriptor.for_path(namespace)
+            writer, reader = conn.data.do_put(descriptor, chunks[acked].schema, self._options)
             try:
-                for b in chunks:
+                for b in chunks[acked:]:
                     writer.write_batch(b)
                     ack = reader.read()
-                    rows += int(json.loads(ack.to_pybytes())["rows"]) if ack is not None else 0
+                    if ack is None:
+                        break  # the server ended the stream: close() raises its error
+                    n = int(json.loads(ack.to_pybytes())["rows"])
+                    rows += n
+                    acked += 1
+                    bar.update(n)
                 writer.done_writing()
             finally:
                 writer.close()
-            return rows
+            if acked < len(chunks):
+                raise LongbowConnectionError(
+                    "the server ended the write stream without acknowledging every batch"
+                )
 
-        return self._call(run, idempotent=True)
+        if self._retries == 0:
+            self._once(run)
+        else:
+            self._retrying()(lambda: self._once(run))
+        return rows
+
+    @overload
+    def search(
+        self,
+        namespace: str,
+        vector: Sequence[float],
+        k: int = ...,
+        filter: dict[str, Any] | list[Any] | None = ...,
+        ef: int | None = ...,
+        columns: Columns = ...,
+        output: Literal["models"] = ...,
+        include_vectors: bool = ...,
+        allow_partial: bool = ...,
+    ) -> list[SearchResult]: ...
+
+    @overload
+    def search(
+        self,
+        namespace: str,
+        vector: Sequence[Sequence[float]],
+        k: int = ...,
+        filter: dict[str, Any] | list[Any] | None = ...,
+        ef: int | None = ...,
+        columns: Columns = ...,
+        output: Literal["models"] = ...,
+        include_vectors: bool = ...,
+        allow_partial: bool = ...,
+    ) -> list[list[SearchResult]]: ...
+
+    @overload
+    def search(
+        self,
+        namespace: str,
+        vector: np.ndarray,
+        k: int = ...,
+        filter: dict[str, Any] | list[Any] | None = ...,
+        ef: int | None = ...,
+        columns: Columns = ...,
+        output: Literal["models"] = ...,
+        include_vectors: bool = ...,
+        allow_partial: bool = ...,
+    ) -> list[SearchResult] | list[list[SearchResult]]: ...
+
+    @overload
+    def search(
+        self,
+        namespace: str,
+        vector: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
+        k: int = ...,
+        filter: dict[str, Any] | list[Any] | None = ...,
+        ef: int | None = ...,
+        columns: Columns = ...,
+        *,
+        output: Literal["arrow"],
+        include_vectors: bool = ...,
+        allow_partial: bool = ...,
+    ) -> pa.Table: ...
+
+    @overload
+    def search(
+        self,
+        namespace: str,
+        vector: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
+        k: int = ...,
+        filter: dict[str, Any] | list[Any] | None = ...,
+        ef: int | None = ...,
+        columns: Columns = ...,
+        *,
+        output: Literal["pandas"],
+        include_vectors: bool = ...,
+        allow_partial: bool = ...,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def search(
+        self,
+        namespace: str,
+        vector: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
+        k: int = ...,
+        filter: dict[str, Any] | list[Any] | None = ...,
+        ef: int | None = ...,
+        columns: Columns = ...,
+        *,
+        output: Literal["dask"],
+        include_vectors: bool = ...,
+        allow_partial: bool = ...,
+    ) -> dd.DataFrame: ...
 
     def search(
         self,
         namespace: str,
-        vector: Any,
+        vector: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
         k: int = 10,
         filter: dict[str, Any] | list[Any] | None = None,
         ef: int | None = None,
-        columns: list[str] | None = None,
+        columns: Columns = None,
         output: Output = "models",
         include_vectors: bool = False,
+        allow_partial: bool = False,
     ) -> Any:
-        """Nearest neighbours of one query (1-D) or many (2-D), over the binary path."""
+        """Nearest neighbours of one query (1-D: a list of results) or many (2-D: a list of
+        lists), over the binary path.
+
+        Args:
+            columns: payload columns to return, or `"*"` for all of them.
+            output: `models` (the default), `arrow`, `pandas` or `dask`.
+            allow_partial: answer from the shards that respond when some are unavailable; the
+                Arrow result then has schema metadata `longbow.partial = true`.
+        """
+        return self._search(namespace, vector, k, filter, ef, columns, output, include_vectors, allow_partial)
+
+    def _search(
+        self,
+        namespace: str,
+        vector: Sequence[float] | Sequence[Sequence[float]] | np.ndarray,
+        k: int,
+        filter: dict[str, Any] | list[Any] | None,
+        ef: int | None,
+        columns: Columns,
+        output: Output,
+        include_vectors: bool,
+        allow_partial: bool,
+    ) -> Any:
         check_k(k)
         if ef is not None and (not isinstance(ef, int) or not 1 <= ef <= 10_000):
             raise LongbowValidationError(f"ef must be an integer in 1..10000, got {ef!r}")
+        if columns is not None and columns != "*" and not isinstance(columns, list):
+            raise LongbowValidationError('columns must be a list of names or "*"')
         ns = self._namespace(namespace)
         if ns is None:
-            raise LongbowNotFoundError(f"namespace '{namespace}' not found")
+            raise LongbowNotFoundError(f"namespace '{namespace}' not found", code="namespace_not_found")
         single = np.asarray(vector).ndim == 1
-        queries = convert.as_matrix(vector, ns.dimension)
+        queries = convert.as_matrix(vector, ns.dimension or None)
         cmd: dict[str, Any] = {
             "op": "search",
             "namespace": namespace,
@@ -335,6 +565,8 @@ class LongbowClient:
             cmd["filter"] = filter
         if columns:
             cmd["columns"] = columns
+        if allow_partial:
+            cmd["allow_partial"] = True
         table = self._call(lambda conn: self._exchange(conn, cmd, queries))
         return _shape(table, output, len(queries), single)
 
@@ -350,22 +582,42 @@ class LongbowClient:
         finally:
             writer.close()
 
-    def search_by_id(self, namespace: str, id: RecordId, k: int = 10, **kwargs: Any) -> list[SearchResult]:
+    def search_by_id(
+        self,
+        namespace: str,
+        id: RecordId,
+        k: int = 10,
+        filter: dict[str, Any] | list[Any] | None = None,
+        ef: int | None = None,
+        columns: Columns = None,
+    ) -> list[SearchResult]:
         """Neighbours of a stored record (the record itself is left out)."""
+        check_k(k)
         found = self.get(namespace, [id], include_vectors=True)
         if not found or found[0].vector is None:
-            raise LongbowNotFoundError(f"record {id!r} not found in '{namespace}'")
-        results: list[SearchResult] = self.search(namespace, found[0].vector, k=k + 1, **kwargs)
+            raise LongbowNotFoundError(f"record {id!r} not found in '{namespace}'", code="record_not_found")
+        results = self.search(
+            namespace, found[0].vector, k=min(k + 1, 10_000), filter=filter, ef=ef, columns=columns
+        )
         return [r for r in results if r.id != id][:k]
 
-    def get(self, namespace: str, ids: Sequence[RecordId], include_vectors: bool = True) -> list[Record]:
-        """Records by id, in request order; missing ids are skipped."""
-        ids = [Record(id=i).id for i in ids]
-        ticket = flight.Ticket(
-            json.dumps(
-                {"get": {"namespace": namespace, "ids": ids, "include_vectors": include_vectors}}
-            ).encode()
-        )
+    def get(
+        self,
+        namespace: str,
+        ids: Sequence[RecordId],
+        include_vectors: bool = True,
+        columns: Columns = "*",
+    ) -> list[Record]:
+        """Records by id, in request order; missing ids are skipped. `columns`: the payload
+        columns to return (`"*"`, the default, for all)."""
+        body: dict[str, Any] = {
+            "namespace": namespace,
+            "ids": [Record(id=i).id for i in ids],
+            "include_vectors": include_vectors,
+        }
+        if columns is not None:
+            body["columns"] = columns
+        ticket = flight.Ticket(json.dumps({"get": body}).encode())
         table = self._call(lambda conn: conn.data.do_get(ticket, self._options).read_all())
         out = []
         meta_cols = [c for c in table.column_names if c not in _FIXED]
@@ -385,6 +637,23 @@ class LongbowClient:
         if filter is not None:
             body["filter"] = filter
         return int(self._action("Delete", body)["deleted"])
+
+
+def _namespace_info(r: dict[str, Any]) -> NamespaceInfo:
+    return NamespaceInfo(
+        name=r["name"], dimension=r["dim"], metric=r["metric"], id_type=r["id_type"], shards=r["shards"]
+    )
+
+
+def _row_count(data: Any) -> int | None:
+    if convert.is_dask(data):
+        return None
+    if isinstance(data, dict):
+        return 1
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 def _shape(table: pa.Table, output: Output, queries: int, single: bool) -> Any:

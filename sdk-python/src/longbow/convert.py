@@ -48,18 +48,27 @@ def vector_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
 def _id_array(ids: Sequence[Any] | np.ndarray, id_type: IdType | None) -> pa.Array:
     arr = np.asarray(ids)
     if arr.dtype.kind in "iu":
-        if arr.dtype.kind == "i" and (arr < 0).any():
-            raise _fail("id: integer ids must be non-negative")
         if id_type == "string":
             raise _fail("id: this namespace has string ids, got integers")
+        if id_type == "int64" or (id_type is None and arr.dtype.kind == "i" and (arr < 0).any()):
+            if arr.dtype.kind == "u" and (arr > np.iinfo(np.int64).max).any():
+                raise _fail("id: an int64 namespace takes ids up to 2**63-1")
+            return pa.array(arr.astype(np.int64), type=pa.int64())
+        if arr.dtype.kind == "i" and (arr < 0).any():
+            raise _fail("id: this namespace has uint64 ids; negative ids need an int64 namespace")
         return pa.array(arr.astype(np.uint64), type=pa.uint64())
     values = list(ids)
     if all(isinstance(v, str) for v in values):
-        if id_type == "uint64":
-            raise _fail("id: this namespace has uint64 ids, got strings")
+        if id_type in ("uint64", "int64"):
+            raise _fail(f"id: this namespace has {id_type} ids, got strings")
         return pa.array(values, type=pa.string())
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return _id_array(np.asarray(values, dtype=np.uint64), id_type)
+        negative = any(v < 0 for v in values)
+        dtype = np.int64 if negative or id_type == "int64" else np.uint64
+        try:
+            return _id_array(np.asarray(values, dtype=dtype), id_type)
+        except OverflowError:
+            raise _fail("id: an integer id does not fit 64 bits") from None
     raise _fail("id: ids must be all integers or all strings, without nulls")
 
 

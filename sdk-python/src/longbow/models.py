@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import LongbowValidationError
 
 Metric = Literal["l2", "cosine", "dot"]
-IdType = Literal["uint64", "string"]
+IdType = Literal["uint64", "int64", "string"]
 RecordId = int | str
 
 MAX_K = 10_000
@@ -52,8 +52,8 @@ class Record(BaseModel):
             raise ValueError("id must be an integer or a string, not a boolean")
         if isinstance(v, np.integer):
             v = int(v)
-        if isinstance(v, int) and not 0 <= v < 2**64:
-            raise ValueError(f"integer id {v} is outside 0..2**64-1")
+        if isinstance(v, int) and not -(2**63) <= v < 2**64:
+            raise ValueError(f"integer id {v} is outside -2**63..2**64-1")
         return v
 
 
@@ -91,6 +91,20 @@ class IndexStats(BaseModel):
     indexing_lag: int
     shards: int
     payload_columns: list[str] = Field(default_factory=list)
+
+
+class IndexOptions(BaseModel):
+    """HNSW parameters of a namespace (each optional; the server's defaults fill the rest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    m: int | None = Field(default=None, ge=2, le=128, description="neighbours per node on upper layers")
+    ef_construction: int | None = Field(default=None, ge=1, le=10_000, description="build beam width")
+    ef_search: int | None = Field(default=None, ge=1, le=10_000, description="default search beam width")
+
+    def body(self) -> dict[str, int]:
+        """The `index` object of a `CreateNamespace` body."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 def check_k(k: int) -> int:
