@@ -1,5 +1,5 @@
-//! Recall of the HNSW segment on real embeddings: the 50,000 sentence embeddings (384-d,
-//! float16, L2-normalised) the project keeps beside the repository in `shared/data`.
+//! Recall of the HNSW segment on real embeddings: 5,000 sentence embeddings (384-d, float16,
+//! L2-normalised) shipped with the repository in `shard/tests/data` (see its README).
 //! Synthetic clusters (see the unit tests) are easier than real text embeddings; this test
 //! holds the engine to the bar on the data users bring.
 
@@ -9,7 +9,7 @@ use longbow_shard::synth;
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/minilm-384d-50k.f16.npy"
+    "/tests/data/minilm-384d-5k.f16.npy"
 );
 
 /// IEEE 754 half → single precision (normal, subnormal, zero, inf and NaN).
@@ -33,7 +33,7 @@ fn f16_to_f32(h: u16) -> f32 {
 /// The rows of a little-endian float16 C-order `.npy` file as f32, with the row width.
 fn read_npy_f16(path: &str) -> (Vec<f32>, usize) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| {
-        panic!("{path}: {e} (the shared data set sits beside the repository as shared/data)")
+        panic!("{path}: {e} (the sample ships with the repository in shard/tests/data)")
     });
     assert_eq!(&bytes[..6], b"\x93NUMPY", "{path} is not a .npy file");
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
@@ -79,7 +79,7 @@ fn recall_at_10_on_real_sentence_embeddings_is_at_least_095() {
     // M = 16, ef_construction = 200, ef = 64 (the namespace defaults), cosine.
     let (all, dim) = read_npy_f16(DATA);
     assert_eq!(dim, 384);
-    let (n, nq) = (20_000, 200);
+    let (n, nq) = (4_800, 200);
     // Base rows from the front, queries from the back: no query is in the base.
     let mut base = all[..n * dim].to_vec();
     let mut queries = all[all.len() - nq * dim..].to_vec();
