@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Every check and every test of the project, in the order CI runs them.
+#
+# Python tools go into a virtual environment at ./.venv (created on first use; override with
+# LONGBOW_VENV), never into the system Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
@@ -11,18 +14,34 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
-echo "== python sdk: install (if needed), ruff, mypy, pytest"
-if ! python3 -c "import longbow, pytest, mypy, ruff, dask.dataframe, pandas, tenacity" >/dev/null 2>&1; then
-  python3 -m pip install -q -e "./sdk-python[pandas,dask,dev]"
+venv="${LONGBOW_VENV:-$PWD/.venv}"
+echo "== python: virtual environment $venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+if ! "$py" -c "import longbow, pytest, mypy, ruff, dask.dataframe, pandas, tenacity, tqdm, mkdocs, mkdocstrings, nbclient, ipykernel, build, check_jsonschema" >/dev/null 2>&1; then
+  "$py" -m pip install -q --upgrade pip
+  "$py" -m pip install -q -e "./sdk-python[pandas,dask,dev,docs]"
 fi
 # Reuse the binary `cargo test` just built (a plain `cargo build` would rebuild dependencies
 # with a different feature set).
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=$(cargo metadata --format-version 1 --no-deps | "$py" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export LONGBOW_BIN="${LONGBOW_BIN:-$target_dir/debug/longbow}"
 (
   cd sdk-python
-  python3 -m ruff check .
-  python3 -m ruff format --check .
-  python3 -m mypy
-  python3 -m pytest -q
+  echo "== python sdk: ruff, mypy, pytest (SDK and wire contract against longbow local)"
+  "$py" -m ruff check .
+  "$py" -m ruff format --check .
+  "$py" -m mypy
+  "$py" -m pytest -q
 )
+echo "== docs: mkdocs build --strict"
+NO_MKDOCS_2_WARNING=1 "$py" -m mkdocs build --strict --quiet
+echo "== docs: the getting-started notebook against longbow local"
+"$py" scripts/run_notebook.py "$LONGBOW_BIN" docs/notebooks/getting-started.ipynb
+echo "== packaging: SDK wheel and sdist, release workflow schema"
+rm -rf "$target_dir/sdk-dist"
+"$py" -m build --outdir "$target_dir/sdk-dist" sdk-python >/dev/null
+ls "$target_dir/sdk-dist"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
