@@ -154,15 +154,7 @@ fn parse_node(path: &str, v: &Value, depth: usize) -> Result<Filter, ContractErr
                             format!("'{key}' must be the only key of its object"),
                         ));
                     }
-                    let child_path = format!("{path}.{key}");
-                    let Value::Array(items) = children else {
-                        return Err(ContractError::invalid(child_path, "expected an array"));
-                    };
-                    let parsed = items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, item)| parse_node(&format!("{child_path}[{i}]"), item, depth + 1))
-                        .collect::<Result<_, _>>()?;
+                    let parsed = parse_children(&format!("{path}.{key}"), children, depth)?;
                     return Ok(if key == "and" {
                         Filter::And(parsed)
                     } else {
@@ -187,6 +179,22 @@ fn parse_node(path: &str, v: &Value, depth: usize) -> Result<Filter, ContractErr
             format!("expected an object or an array, got {}", json_kind(other)),
         )),
     }
+}
+
+/// The filters of an `and`, `or` or `filters` array at `path`.
+fn parse_children(
+    path: &str,
+    children: &Value,
+    depth: usize,
+) -> Result<Vec<Filter>, ContractError> {
+    let Value::Array(items) = children else {
+        return Err(ContractError::invalid(path, "expected an array"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_node(&format!("{path}[{i}]"), item, depth + 1))
+        .collect()
 }
 
 /// Longbow's `{"logic": "and" | "or", "filters": [...]}` (no `logic` means and).
@@ -227,15 +235,7 @@ fn parse_group(
             ))
         }
     };
-    let child_path = format!("{path}.filters");
-    let Value::Array(items) = children else {
-        return Err(ContractError::invalid(child_path, "expected an array"));
-    };
-    let parsed = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| parse_node(&format!("{child_path}[{i}]"), item, depth + 1))
-        .collect::<Result<_, _>>()?;
+    let parsed = parse_children(&format!("{path}.filters"), children, depth)?;
     Ok(if or {
         Filter::Or(parsed)
     } else {

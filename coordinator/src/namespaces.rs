@@ -300,7 +300,7 @@ impl Coordinator {
     async fn drop_replicas(&self, meta: &NamespaceMeta) {
         let name = meta.name.as_str();
         for shard in 0..meta.shards {
-            let Ok(addr) = self.primary_addr(&meta, shard) else {
+            let Ok(addr) = self.primary_addr(meta, shard) else {
                 continue;
             };
             let key = ReplicaKey {
