@@ -8,7 +8,7 @@ Starts the release binary with 2 shard nodes on free ports, then for each data s
   * hnswlib in this process on the same data, M and ef_construction, queried with all
     cores (knn_query on the whole query set), same ef.
 
-Usage: python3 bench/e2e_local.py [--sets clustered-128,minilm-384]
+Usage: python3 bench/e2e_local.py [--sets clustered-128,minilm-384] [--binary PATH]
 Needs: pip install numpy pyarrow hnswlib
 """
 
@@ -37,12 +37,14 @@ K = 10
 EFS = [32, 64, 128]
 
 
-def start_local(data_dir: str) -> tuple[subprocess.Popen, str, str]:
-    subprocess.run(["cargo", "build", "--release", "--bin", "longbow"], cwd=ROOT, check=True,
-                   env=dict(os.environ, CARGO_BUILD_JOBS="2"), capture_output=True)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+def start_local(data_dir: str, binary: str | None) -> tuple[subprocess.Popen, str, str]:
+    if binary is None:
+        subprocess.run(["cargo", "build", "--release", "--bin", "longbow"], cwd=ROOT, check=True,
+                       env=dict(os.environ, CARGO_BUILD_JOBS="2"), capture_output=True)
+        target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+        binary = str(target / "release" / "longbow")
     proc = subprocess.Popen(
-        [str(target / "release" / "longbow"), "local", "--data-dir", data_dir, "--shards", "2",
+        [binary, "local", "--data-dir", data_dir, "--shards", "2",
          "--data-port", "0", "--meta-port", "0", "--http-port", "0"],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, LONGBOW_LOG="warn"))
     line = proc.stdout.readline()
@@ -115,12 +117,13 @@ def run_set(name, base, queries, metric, data_uri, meta_uri, m, efc):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="clustered-128,minilm-384")
+    ap.add_argument("--binary", help="a built longbow binary (default: build this tree's release binary)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     report = [f"machine: {platform.machine()}, {os.cpu_count()} cores; longbow local with 2 shard nodes; "
               f"M=16 ef_construction=200 k={K}; queries sent as one batch", ""]
     with tempfile.TemporaryDirectory() as tmp:
-        proc, data_uri, meta_uri = start_local(tmp)
+        proc, data_uri, meta_uri = start_local(tmp, args.binary)
         try:
             for name in args.sets.split(","):
                 if name == "clustered-128":
