@@ -1,7 +1,7 @@
 """Longbow: a Python client for the Longbow vector database (Arrow Flight)."""
 
 from .async_client import AsyncLongbowClient
-from .client import ConnectionPool, LongbowClient
+from .client import LongbowClient
 from .errors import (
     LongbowAlreadyExistsError,
     LongbowAuthenticationError,
@@ -16,6 +16,7 @@ from .errors import (
     LongbowValidationError,
 )
 from .models import IndexOptions, IndexStats, NamespaceInfo, Record, SearchResult, Vector
+from .pool import ConnectionPool
 
 __version__ = "0.1.0"
 

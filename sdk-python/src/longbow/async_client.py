@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .client import Columns, LongbowClient, Output
+from .client import Columns, LongbowClient
 from .models import IdType, IndexOptions, IndexStats, Metric, NamespaceInfo, Record, RecordId, SearchResult
+from .results import Output
 
 
 class AsyncLongbowClient:

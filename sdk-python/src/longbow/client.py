@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import numpy as np
@@ -22,7 +19,6 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from . import convert
 from .errors import (
-    ErrorMetadata,
     LongbowConnectionError,
     LongbowError,
     LongbowNotFoundError,
@@ -42,68 +38,12 @@ from .models import (
     SearchResult,
     check_k,
 )
+from .pool import ConnectionPool, Connections
 from .progress import Progress
+from .results import FIXED_COLUMNS, Output, namespace_info, row_count, shape
 
 T = TypeVar("T")
-Output = Literal["models", "arrow", "pandas", "dask"]
 Columns = list[str] | Literal["*"] | None
-_FIXED = ("query_id", "id", "distance", "score", "vector")
-_MIDDLEWARE = [ErrorMetadata()]
-
-
-class _Connections:
-    """A data and a meta Flight client to one coordinator."""
-
-    def __init__(self, host: str, data_port: int, meta_port: int) -> None:
-        self.data = flight.FlightClient(f"grpc://{host}:{data_port}", middleware=_MIDDLEWARE)
-        self.meta = flight.FlightClient(f"grpc://{host}:{meta_port}", middleware=_MIDDLEWARE)
-
-    def close(self) -> None:
-        self.data.close()
-        self.meta.close()
-
-
-class ConnectionPool:
-    """A thread-safe pool of connections; `lease()` hands one out for the duration of a call."""
-
-    def __init__(self, factory: Callable[[], _Connections], size: int) -> None:
-        if size < 1:
-            raise LongbowValidationError("pool size must be at least 1")
-        self._factory = factory
-        self._free: queue.LifoQueue[_Connections] = queue.LifoQueue()
-        self._all: list[_Connections] = []
-        self._lock = threading.Lock()
-        self._size = size
-        self._closed = False
-
-    @contextmanager
-    def lease(self) -> Iterator[_Connections]:
-        conn = self._take()
-        try:
-            yield conn
-        finally:
-            self._free.put(conn)
-
-    def _take(self) -> _Connections:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._closed:
-                raise LongbowError("the client is closed")
-            if len(self._all) < self._size:
-                conn = self._factory()
-                self._all.append(conn)
-                return conn
-        return self._free.get()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for c in self._all:
-                c.close()
-            self._all.clear()
 
 
 class LongbowClient:
@@ -128,7 +68,7 @@ class LongbowClient:
         headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
         self._options = flight.FlightCallOptions(timeout=timeout, headers=headers)
         self._retries = retries
-        self._pool = ConnectionPool(lambda: _Connections(host, data_port, meta_port), pool_size)
+        self._pool = ConnectionPool(lambda: Connections(host, data_port, meta_port), pool_size)
         self._namespaces: dict[str, NamespaceInfo] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -145,7 +85,7 @@ class LongbowClient:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _once(self, fn: Callable[[_Connections], T]) -> T:
+    def _once(self, fn: Callable[[Connections], T]) -> T:
         md = begin_call()
         try:
             with self._pool.lease() as conn:
@@ -163,7 +103,7 @@ class LongbowClient:
             reraise=True,
         )
 
-    def _call(self, fn: Callable[[_Connections], T], idempotent: bool = True) -> T:
+    def _call(self, fn: Callable[[Connections], T], idempotent: bool = True) -> T:
         if not idempotent or self._retries == 0:
             return self._once(fn)
         return self._retrying()(lambda: self._once(fn))
@@ -171,7 +111,7 @@ class LongbowClient:
     def _action(self, kind: str, body: dict[str, Any], idempotent: bool = True) -> Any:
         payload = json.dumps(body).encode()
 
-        def run(conn: _Connections) -> Any:
+        def run(conn: Connections) -> Any:
             results = list(conn.meta.do_action(flight.Action(kind, payload), self._options))
             if not results:
                 return None
@@ -227,14 +167,14 @@ class LongbowClient:
         if index is not None and index.body():
             body["index"] = index.body()
         r = self._action("CreateNamespace", body, idempotent=False)
-        info = _namespace_info(r)
+        info = namespace_info(r)
         self._namespaces[name] = info
         return info
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         """Every namespace."""
         r = self._action("ListNamespaces", {})
-        return [_namespace_info(d) for d in r["details"]]
+        return [namespace_info(d) for d in r["details"]]
 
     def get_info(self, name: str) -> IndexStats:
         """Statistics of a namespace."""
@@ -346,7 +286,7 @@ class LongbowClient:
                 "or pass create=True to create it from the data",
                 code="namespace_not_found",
             )
-        with Progress(progress, total=_row_count(data), desc=f"insert {namespace}", unit="rows") as bar:
+        with Progress(progress, total=row_count(data), desc=f"insert {namespace}", unit="rows") as bar:
             if convert.is_dask(data):
                 if ids is not None:
                     raise LongbowValidationError("ids: give ids as a column of the Dask DataFrame")
@@ -391,7 +331,7 @@ class LongbowClient:
         acked = 0
         rows = 0
 
-        def run(conn: _Connections) -> None:
+        def run(conn: Connections) -> None:
             nonlocal acked, rows
             if acked >= len(chunks):
                 return
@@ -568,9 +508,9 @@ class LongbowClient:
         if allow_partial:
             cmd["allow_partial"] = True
         table = self._call(lambda conn: self._exchange(conn, cmd, queries))
-        return _shape(table, output, len(queries), single)
+        return shape(table, output, len(queries), single)
 
-    def _exchange(self, conn: _Connections, cmd: dict[str, Any], queries: np.ndarray) -> pa.Table:
+    def _exchange(self, conn: Connections, cmd: dict[str, Any], queries: np.ndarray) -> pa.Table:
         descriptor = flight.FlightDescriptor.for_command(json.dumps(cmd).encode())
         writer, reader = conn.data.do_exchange(descriptor, self._options)
         try:
@@ -620,7 +560,7 @@ class LongbowClient:
         ticket = flight.Ticket(json.dumps({"get": body}).encode())
         table = self._call(lambda conn: conn.data.do_get(ticket, self._options).read_all())
         out = []
-        meta_cols = [c for c in table.column_names if c not in _FIXED]
+        meta_cols = [c for c in table.column_names if c not in FIXED_COLUMNS]
         for row in table.to_pylist():
             out.append(
                 Record(id=row["id"], vector=row.get("vector"), metadata={c: row[c] for c in meta_cols})
@@ -637,46 +577,3 @@ class LongbowClient:
         if filter is not None:
             body["filter"] = filter
         return int(self._action("Delete", body)["deleted"])
-
-
-def _namespace_info(r: dict[str, Any]) -> NamespaceInfo:
-    return NamespaceInfo(
-        name=r["name"], dimension=r["dim"], metric=r["metric"], id_type=r["id_type"], shards=r["shards"]
-    )
-
-
-def _row_count(data: Any) -> int | None:
-    if convert.is_dask(data):
-        return None
-    if isinstance(data, dict):
-        return 1
-    try:
-        return len(data)
-    except TypeError:
-        return None
-
-
-def _shape(table: pa.Table, output: Output, queries: int, single: bool) -> Any:
-    if output == "arrow":
-        return table
-    if output == "pandas":
-        return table.to_pandas()
-    if output == "dask":
-        import dask.dataframe as dd
-
-        return dd.from_pandas(table.to_pandas(), npartitions=1)  # type: ignore[no-untyped-call]
-    if output != "models":
-        raise LongbowValidationError(f"output must be models, arrow, pandas or dask, got {output!r}")
-    meta_cols = [c for c in table.column_names if c not in _FIXED]
-    per_query: list[list[SearchResult]] = [[] for _ in range(queries)]
-    for row in table.to_pylist():
-        per_query[row["query_id"]].append(
-            SearchResult(
-                id=row["id"],
-                distance=row["distance"],
-                score=row["score"],
-                metadata={c: row[c] for c in meta_cols},
-                vector=row.get("vector"),
-            )
-        )
-    return per_query[0] if single else per_query
