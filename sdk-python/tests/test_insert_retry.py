@@ -1,0 +1,96 @@
+"""The SDK retries a DoPut batch that failed with a retryable error, resuming from the first
+unacknowledged batch: real processes (`longbow coordinator`, two `longbow shard`), one shard
+node killed with SIGKILL and brought back while an insert is retrying. Every row ends up
+stored exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import _binary
+
+from longbow import LongbowClient
+
+
+def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [str(_binary()), *args], stdout=subprocess.PIPE, text=True, env=dict(os.environ, LONGBOW_LOG="error")
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[dict[str, object]]:
+    ports = ["--data-port", "0", "--meta-port", "0", "--internal-port", "0", "--http-port", "0"]
+    coord, line = _spawn(["coordinator", *ports, "--data-dir", str(tmp_path / "coordinator")])
+    words = line.split()
+    internal = words[words.index("internal") + 1]
+    shard_args = ["shard", "--listen", "127.0.0.1:0", "--http-port", "0", "--coordinator", internal]
+    procs = {"a": _spawn([*shard_args, "--data-dir", str(tmp_path / "a")])[0]}
+    procs["b"] = _spawn([*shard_args, "--data-dir", str(tmp_path / "b")])[0]
+    state: dict[str, object] = {
+        "host": "127.0.0.1",
+        "data": int(words[words.index("data") + 1].rsplit(":", 1)[1]),
+        "meta": int(words[words.index("meta") + 1].rsplit(":", 1)[1]),
+        "procs": procs,
+        "restart_b": lambda: _spawn([*shard_args, "--data-dir", str(tmp_path / "b")])[0],
+    }
+    yield state
+    for p in procs.values():
+        _stop(p)
+    _stop(coord)
+
+
+def _live(client: LongbowClient) -> int:
+    return sum(1 for n in client.cluster_status()["shard_nodes"] if n["live"])
+
+
+def test_an_insert_outlives_a_shard_node_restart_and_stores_every_row_once(
+    cluster: dict[str, object],
+) -> None:
+    procs: dict[str, subprocess.Popen[str]] = cluster["procs"]  # type: ignore[assignment]
+    with LongbowClient(
+        str(cluster["host"]),
+        int(cluster["data"]),
+        int(cluster["meta"]),
+        retries=12,  # type: ignore[call-overload]
+    ) as client:
+        deadline = time.monotonic() + 30
+        while _live(client) < 2:
+            assert time.monotonic() < deadline, "two live shard nodes"
+            time.sleep(0.1)
+        client.create_namespace("retry", 8, shards=2)
+        vectors = np.random.default_rng(1).normal(size=(4000, 8)).astype("float32")
+        assert client.insert("retry", vectors[:1000], ids=np.arange(1000)) == 1000
+
+        procs["b"].kill()  # SIGKILL: the next batches half-fail until it is back
+        procs["b"].wait()
+        restarted: list[subprocess.Popen[str]] = []
+
+        def bring_back() -> None:
+            time.sleep(1.5)
+            restarted.append(cluster["restart_b"]())  # type: ignore[operator]
+
+        t = threading.Thread(target=bring_back)
+        t.start()
+        rows = client.insert("retry", vectors[1000:], ids=np.arange(1000, 4000), batch_size=500)
+        t.join(timeout=60)
+        procs["b"] = restarted[0]
+        assert rows == 3000
+        assert client.get_info("retry").count == 4000
+        assert len(client.get("retry", list(range(4000)), include_vectors=False)) == 4000
