@@ -111,11 +111,16 @@ fn check_declared_type(
     }
 }
 
-/// A vector column as the canonical `FixedSizeList<Float32>[dim]` (see [`vectors_from_array`]).
+/// A vector column as the canonical `FixedSizeList<Float32>[dim]`, checked as
+/// [`vectors_from_array`] checks it. A column already in that layout is checked in place and
+/// returned without a copy.
 pub fn canonical_vectors(
     array: &dyn Array,
     expected_dim: Option<usize>,
 ) -> Result<(usize, ArrayRef), ContractError> {
+    if let Some(dim) = already_canonical(array, expected_dim)? {
+        return Ok((dim, arrow_array::make_array(array.to_data())));
+    }
     let v = vectors_from_array(array, expected_dim)?;
     let dim = v.dim;
     let item = Arc::new(Field::new("item", DataType::Float32, false));
@@ -123,6 +128,33 @@ pub fn canonical_vectors(
         FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(v.data)), None)
             .map_err(|e| ContractError::invalid(columns::VECTOR, e))?;
     Ok((dim, Arc::new(list)))
+}
+
+/// The dimension of a `FixedSizeList<Float32>` column without nulls (checked for NaN and
+/// infinity in place), or `None` when the column needs converting.
+fn already_canonical(
+    array: &dyn Array,
+    expected_dim: Option<usize>,
+) -> Result<Option<usize>, ContractError> {
+    let DataType::FixedSizeList(item, size) = array.data_type() else {
+        return Ok(None);
+    };
+    let dim = *size as usize;
+    if *item.data_type() != DataType::Float32 || array.null_count() > 0 || dim == 0 {
+        return Ok(None);
+    }
+    if expected_dim.is_some_and(|d| d != dim) {
+        return Ok(None); // the slow path names the row and both dimensions
+    }
+    let list = array.as_fixed_size_list();
+    let values = list.values();
+    if values.null_count() > 0 {
+        return Ok(None);
+    }
+    let start = list.offset() * dim;
+    let data = &values.as_primitive::<Float32Type>().values()[start..start + list.len() * dim];
+    check_finite(columns::VECTOR, data, dim)?;
+    Ok(Some(dim))
 }
 
 /// Flat row-major vectors of one dimension.
@@ -285,6 +317,27 @@ mod tests {
         assert_eq!(v.data, vec![1.0, 2.0, 3.0, 4.0]);
         let err = vectors_from_array(&a, Some(3)).expect_err("wrong dim");
         assert!(err.to_string().contains("vector[0]"), "{err}");
+    }
+
+    #[test]
+    fn a_canonical_column_is_checked_in_place_and_not_copied() {
+        let mut b = FixedSizeListBuilder::new(arrow_array::builder::Float32Builder::new(), 2);
+        for row in [[1.0, 2.0], [3.0, 4.0], [5.0, f32::INFINITY]] {
+            b.values().append_slice(&row);
+            b.append(true);
+        }
+        let a = b.finish();
+        let ok = a.slice(0, 2);
+        let (dim, out) = canonical_vectors(&ok, Some(2)).expect("valid");
+        assert_eq!(dim, 2);
+        assert_eq!(
+            out.to_data().child_data()[0].buffers()[0].as_ptr(),
+            ok.values().to_data().buffers()[0].as_ptr()
+        );
+        let err = canonical_vectors(&a.slice(1, 2), Some(2)).expect_err("infinity");
+        assert!(err.to_string().contains("vector[1]"), "{err}");
+        let err = canonical_vectors(&ok, Some(3)).expect_err("dimension");
+        assert!(err.to_string().contains("expected 3"), "{err}");
     }
 
     #[test]
