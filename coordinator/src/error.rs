@@ -119,6 +119,12 @@ impl ErrorExt for CoordinatorError {
                 | StatusCode::Unimplemented => status.message().to_string(),
                 _ => format!("{shard}: {}", status.message()),
             },
+            // Consensus internals (peer ids, log positions) go to the log, not the client.
+            CoordinatorError::Raft(detail) => {
+                tracing::warn!(detail = %detail, "catalog consensus error answered as unavailable");
+                "catalog consensus is unavailable right now (no Raft leader, or shutting down); retry"
+                    .to_string()
+            }
             _ => self.to_string(),
         };
         longbow_common::error::error_status(
