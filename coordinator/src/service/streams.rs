@@ -133,19 +133,24 @@ pub(super) async fn do_exchange(
         .map_err(status)?;
     let req = body.request().map_err(status)?;
     let prepared = Arc::new(coord.prepare_search(&req).map_err(status)?);
-    let schema = prepared.schema();
     let coord = coord.clone();
     let mut batches = batches;
     let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
     tokio::spawn(async move {
         let mut base = 0u32;
+        // The stream's schema is the first result's: it says whether that answer is partial
+        // (`longbow.partial`). A later answer that differs would be mislabelled, so it ends
+        // the stream with a retryable error instead.
+        let mut first: Option<arrow_schema::SchemaRef> = None;
         while let Some(item) = batches.next().await {
             let out = match item {
                 Ok(q) => {
                     let rows = q.num_rows() as u32;
                     let r = coord.search(&prepared, &q, base).await;
                     base = base.saturating_add(rows);
-                    r.map_err(|e| FlightError::Tonic(Box::new(e.to_status())))
+                    r.map_err(|e| e.to_status())
+                        .and_then(|b| same_partiality(&mut first, b))
+                        .map_err(|s| FlightError::Tonic(Box::new(s)))
                 }
                 Err(e) => Err(FlightError::Tonic(Box::new(stream_error(e)))),
             };
@@ -154,8 +159,32 @@ pub(super) async fn do_exchange(
                 return;
             }
         }
+        if first.is_none() {
+            // No query batch came: still answer with the (empty) result schema.
+            let _ = tx.send(Ok(RecordBatch::new_empty(prepared.schema()))).await;
+        }
     });
-    Ok(encode(ReceiverStream::new(rx), Some(schema)))
+    Ok(encode(ReceiverStream::new(rx), None))
+}
+
+/// `batch` if its schema (with its partial-result metadata) is the stream's, set by the first.
+fn same_partiality(
+    first: &mut Option<arrow_schema::SchemaRef>,
+    batch: RecordBatch,
+) -> Result<RecordBatch, Status> {
+    match first {
+        None => {
+            *first = Some(batch.schema());
+            Ok(batch)
+        }
+        Some(s) if *s == batch.schema() => Ok(batch),
+        Some(_) => Err(CoordinatorError::Unavailable(
+            "shard availability changed during this DoExchange stream, so its answers would \
+             disagree on being partial (longbow.partial); send the remaining queries again"
+                .into(),
+        )
+        .to_status()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -264,7 +293,8 @@ async fn search_ticket(
         let out = longbow::search_columns(&out, req.include_vectors)?;
         return Ok((out.schema(), vec![out]));
     }
-    Ok((prepared.schema(), vec![out]))
+    // The answer's own schema: it carries `longbow.partial` when some shards did not answer.
+    Ok((out.schema(), vec![out]))
 }
 
 pub(super) async fn do_get(

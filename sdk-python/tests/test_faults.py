@@ -1,7 +1,8 @@
-"""The SDK retries a DoPut batch that failed with a retryable error, resuming from the first
-unacknowledged batch: real processes (`longbow coordinator`, two `longbow shard`), one shard
-node killed with SIGKILL and brought back while an insert is retrying. Every row ends up
-stored exactly once."""
+"""The SDK against real processes (`longbow coordinator`, two `longbow shard`) with faults
+injected: a shard node killed with SIGKILL and brought back while an insert is retrying
+(every row ends up stored exactly once), and a shard node stopped with SIGSTOP (a search
+fails with a retryable deadline error, or answers from the other shard when partial results
+are allowed, flagged as partial)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import _binary
 
-from longbow import LongbowClient
+from longbow import LongbowClient, LongbowDeadlineError
 
 
 def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -37,7 +38,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[dict[str, object]]:
     ports = ["--data-port", "0", "--meta-port", "0", "--internal-port", "0", "--http-port", "0"]
-    coord, line = _spawn(["coordinator", *ports, "--data-dir", str(tmp_path / "coordinator")])
+    coord, line = _spawn(
+        ["coordinator", *ports, "--request-timeout-secs", "2", "--data-dir", str(tmp_path / "coordinator")]
+    )
     words = line.split()
     internal = words[words.index("internal") + 1]
     shard_args = ["shard", "--listen", "127.0.0.1:0", "--http-port", "0", "--coordinator", internal]
@@ -94,3 +97,35 @@ def test_an_insert_outlives_a_shard_node_restart_and_stores_every_row_once(
         assert rows == 3000
         assert client.get_info("retry").count == 4000
         assert len(client.get("retry", list(range(4000)), include_vectors=False)) == 4000
+
+
+def test_a_stopped_shard_node_is_a_retryable_deadline_or_a_flagged_partial_answer(
+    cluster: dict[str, object],
+) -> None:
+    procs: dict[str, subprocess.Popen[str]] = cluster["procs"]  # type: ignore[assignment]
+    with LongbowClient(
+        str(cluster["host"]),
+        int(cluster["data"]),
+        int(cluster["meta"]),
+        retries=0,  # type: ignore[call-overload]
+    ) as client:
+        deadline = time.monotonic() + 30
+        while _live(client) < 2:
+            assert time.monotonic() < deadline, "two live shard nodes"
+            time.sleep(0.1)
+        client.create_namespace("stopped", 8, shards=2)
+        vectors = np.random.default_rng(2).normal(size=(400, 8)).astype("float32")
+        client.insert("stopped", vectors, ids=np.arange(400))
+        client.wait_until_ready("stopped", timeout=30)
+        procs["b"].send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(LongbowDeadlineError) as info:
+                client.search("stopped", vectors[0], k=5)
+            assert info.value.retryable and info.value.code == "deadline_exceeded"
+            partial = client.search("stopped", vectors[:3], k=5, output="arrow", allow_partial=True)
+            md = partial.schema.metadata or {}
+            assert md.get(b"longbow.partial") == b"true" and md.get(b"longbow.missing_shards") == b"1"
+            assert 0 < partial.num_rows <= 15
+        finally:
+            procs["b"].send_signal(signal.SIGCONT)
+        assert len(client.search("stopped", vectors[0], k=5)) == 5
