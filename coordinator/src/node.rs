@@ -99,6 +99,8 @@ pub struct Coordinator {
     heartbeats: Mutex<HashMap<NodeId, Instant>>,
     /// Serialises payload-schema growth.
     pub(crate) schema_lock: tokio::sync::Mutex<()>,
+    /// Held for the life of the coordinator: no second process opens its catalog.
+    _lock: longbow_common::dirlock::DirLock,
 }
 
 impl Coordinator {
@@ -107,14 +109,14 @@ impl Coordinator {
         config: CoordinatorConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Coordinator>> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            CoordinatorError::Storage(format!("{}: {e}", config.data_dir.display()))
-        })?;
+        let lock = longbow_common::dirlock::DirLock::acquire(&config.data_dir, "coordinator")
+            .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
         let group =
             CatalogGroup::start(config.node_id, &config.internal_addr, &config.data_dir).await?;
         group.wait_leader(Duration::from_secs(10)).await?;
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
         Ok(Arc::new(Coordinator {
+            _lock: lock,
             config,
             group,
             shards: ShardClients::default(),

@@ -37,6 +37,9 @@ pub enum ShardError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The data directory is locked by another process (or cannot be locked).
+    #[error(transparent)]
+    Locked(#[from] longbow_common::dirlock::DirLockError),
     /// Arrow failed on data that was already validated: a bug.
     #[error("internal Arrow error: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -49,9 +52,10 @@ impl ErrorExt for ShardError {
             ShardError::ReplicaNotFound(_) => StatusCode::NotFound,
             ShardError::ReplicaExists(_) => StatusCode::AlreadyExists,
             ShardError::Unavailable { .. } => StatusCode::Unavailable,
-            ShardError::Wal(_) | ShardError::Io { .. } | ShardError::Arrow(_) => {
-                StatusCode::Internal
-            }
+            ShardError::Wal(_)
+            | ShardError::Io { .. }
+            | ShardError::Arrow(_)
+            | ShardError::Locked(_) => StatusCode::Internal,
         }
     }
 }

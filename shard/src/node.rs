@@ -2,7 +2,8 @@
 //!
 //! Layout: `<data_dir>/replicas/<namespace>/<shard>/{replica.json, wal/}`. At start-up every
 //! replica directory is opened and its WAL replayed; a replica that cannot be opened stops
-//! start-up (serving without it would silently hide acknowledged data).
+//! start-up (serving without it would silently hide acknowledged data). The node holds an
+//! exclusive lock on its data directory (`<data_dir>/LOCK`) while it runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub struct NodeConfig {
 
 /// All replicas hosted by this process.
 pub struct ShardNode {
+    /// Held for the life of the node: no second process opens these files.
+    _lock: longbow_common::dirlock::DirLock,
     config: NodeConfig,
     backend: Arc<dyn LogBackend>,
     replicas: RwLock<BTreeMap<ReplicaKey, Arc<Replica>>>,
@@ -42,6 +45,7 @@ pub fn validate_namespace(name: &str) -> Result<(), ContractError> {
 impl ShardNode {
     /// Open the node: create the data directory if needed and open every replica in it.
     pub fn open(config: NodeConfig) -> Result<ShardNode> {
+        let lock = longbow_common::dirlock::DirLock::acquire(&config.data_dir, "shard")?;
         let backend: Arc<dyn LogBackend> = Arc::new(StdBackend);
         let root = config.data_dir.join("replicas");
         std::fs::create_dir_all(&root).map_err(|source| ShardError::Io {
@@ -70,6 +74,7 @@ impl ShardNode {
         }
         tracing::info!(data_dir = %config.data_dir.display(), replicas = replicas.len(), wal_backend = backend.name(), "shard node opened");
         Ok(ShardNode {
+            _lock: lock,
             config,
             backend,
             replicas: RwLock::new(replicas),
