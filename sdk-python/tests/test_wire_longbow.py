@@ -1,5 +1,6 @@
-"""Longbow 0.1's wire forms (`../shared/LONGBOW-WIRE.md`), each sent by a stock
-`pyarrow.flight` client exactly as Longbow 0.1 clients send them."""
+"""Longbow 0.1's wire forms (the "Longbow 0.1 compatibility" table of `docs/client-api.md`),
+each sent by a stock `pyarrow.flight` client exactly as Longbow 0.1 clients send them. The
+test needs nothing outside the repository: it builds every request itself."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-//! Result shapes of Longbow 0.1's calls (see `../shared/LONGBOW-WIRE.md` and the "Longbow 0.1
-//! compatibility" section of `docs/client-api.md`), and the answers both dialects share
+//! Result shapes of Longbow 0.1's calls (see the "Longbow 0.1 compatibility" section of
+//! `docs/client-api.md`), and the answers both dialects share
 //! (namespace lists, readiness, cluster status), each carrying both dialects' keys.
 //!
 //! This module shapes answers only; the work behind them is the coordinator's.
