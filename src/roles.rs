@@ -18,19 +18,41 @@ use crate::{CoordinatorArgs, LimitArgs, LocalArgs, ShardArgs, StorageArgs};
 /// Heartbeat period of shard nodes.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 
-async fn shutdown_signal(tx: watch::Sender<bool>) {
+/// SIGTERM and SIGINT handlers, installed before a role prints its ready line, so a signal
+/// sent right after that line stops the process cleanly instead of killing it.
+struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+fn listen_for_shutdown() -> ShutdownSignals {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
+    let install = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
-            let _ = tokio::signal::ctrl_c().await;
+            tracing::warn!(error = %e, signal = name, "cannot listen for this signal");
+            None
         }
+    };
+    ShutdownSignals {
+        term: install(SignalKind::terminate(), "SIGTERM"),
+        int: install(SignalKind::interrupt(), "SIGINT"),
+    }
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn shutdown_signal(mut signals: ShutdownSignals, tx: watch::Sender<bool>) {
+    tokio::select! {
+        _ = recv(&mut signals.term) => {}
+        _ = recv(&mut signals.int) => {}
     }
     tracing::info!("shutdown requested");
     let _ = tx.send(true);
@@ -142,6 +164,7 @@ impl ShardHandle {
 }
 
 pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let signals = listen_for_shutdown();
     let (tx, rx) = watch::channel(false);
     let listeners = Listeners {
         data: bind((args.host, args.data_port).into()).await?,
@@ -161,12 +184,13 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         "longbow coordinator: data {} meta {} internal {} http {}",
         e.data, e.meta, e.internal, e.http
     );
-    shutdown_signal(tx).await;
+    shutdown_signal(signals, tx).await;
     running.join().await;
     Ok(())
 }
 
 pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
+    let signals = listen_for_shutdown();
     let (tx, rx) = watch::channel(false);
     let listener = bind(args.listen).await?;
     let http = bind((args.listen.ip(), args.http_port).into()).await?;
@@ -183,7 +207,7 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     .await?;
     tracing::info!(addr = %handle.addr, simd = longbow_shard::distance::kernels().isa, "shard node serving");
     println!("longbow shard: flight {} http {}", handle.addr, http_addr);
-    shutdown_signal(tx).await;
+    shutdown_signal(signals, tx).await;
     handle.stop().await?;
     tracing::info!("shard node stopped");
     Ok(())
@@ -191,6 +215,7 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
 
 pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.shards >= 1, "--shards must be at least 1");
+    let signals = listen_for_shutdown();
     let (tx, rx) = watch::channel(false);
     let lo: std::net::IpAddr = [127, 0, 0, 1].into();
     let listeners = Listeners {
@@ -237,7 +262,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    shutdown_signal(tx).await;
+    shutdown_signal(signals, tx).await;
     running.join().await;
     for s in shards {
         s.stop().await?;
