@@ -5,33 +5,18 @@
 
 mod common;
 
+/// A role on `dir`, without backtraces in its error output.
+fn role(args: &[&str], dir: &Path) -> Command {
+    let mut cmd = longbow_cmd(args, dir);
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn role(args: &[&str], dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_longbow"));
-    cmd.args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("LONGBOW_LOG", "warn")
-        .env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-const SHARD: &[&str] = &["shard", "--listen", "127.0.0.1:0", "--http-port", "0"];
-const COORDINATOR: &[&str] = &[
-    "coordinator",
-    "--data-port",
-    "0",
-    "--meta-port",
-    "0",
-    "--internal-port",
-    "0",
-    "--http-port",
-    "0",
-];
 
 /// Run `cmd` to its exit (bounded): its status and stderr.
 fn refused(mut cmd: Command) -> (bool, String) {
@@ -64,7 +49,7 @@ fn refused(mut cmd: Command) -> (bool, String) {
 #[test]
 fn a_second_process_on_a_data_directory_in_use_exits_naming_the_holder() {
     let tmp = tempfile::tempdir().expect("tmp");
-    for (args, name) in [(SHARD, "shard"), (COORDINATOR, "coordinator")] {
+    for (args, name) in [(SHARD_ARGS, "shard"), (COORDINATOR_ARGS, "coordinator")] {
         let dir = tmp.path().join(name);
         let (mut first, _) = spawn_until_first_line(role(args, &dir));
         let (ok, stderr) = refused(role(args, &dir));

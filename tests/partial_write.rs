@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,24 +14,7 @@ use common::*;
 const DIM: usize = 4;
 
 fn coordinator(dir: &Path) -> (Child, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_longbow"));
-    cmd.args([
-        "coordinator",
-        "--data-port",
-        "0",
-        "--meta-port",
-        "0",
-        "--internal-port",
-        "0",
-        "--http-port",
-        "0",
-        "--default-shards",
-        "2",
-    ])
-    .arg("--data-dir")
-    .arg(dir)
-    .env("LONGBOW_LOG", "warn");
-    let (child, line) = spawn_until_first_line(cmd);
+    let (child, line) = spawn_until_first_line(longbow_cmd(COORDINATOR_ARGS, dir));
     let word = |key: &str| {
         line.split(&format!("{key} "))
             .nth(1)
@@ -43,13 +26,8 @@ fn coordinator(dir: &Path) -> (Child, String, String) {
 }
 
 fn shard(dir: &Path, coordinator: &str) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_longbow"));
-    cmd.args(["shard", "--listen", "127.0.0.1:0", "--http-port", "0"])
-        .arg("--coordinator")
-        .arg(coordinator)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("LONGBOW_LOG", "warn");
+    let mut cmd = longbow_cmd(SHARD_ARGS, dir);
+    cmd.arg("--coordinator").arg(coordinator);
     spawn_until_first_line(cmd).0
 }
 

@@ -34,11 +34,34 @@ struct Target {
     payload: PayloadSchema,
 }
 
+impl Target {
+    /// An existing (settled) namespace.
+    fn of(meta: &NamespaceMeta) -> Result<Target> {
+        Ok(Target {
+            dim: Some(meta.dim),
+            id_type: Some(meta.id_type),
+            shards: meta.shards,
+            payload: payload_of(meta)?,
+        })
+    }
+
+    /// A namespace the batch itself is to create or settle, with `shards` shards.
+    fn first_batch(shards: u32) -> Target {
+        Target {
+            dim: None,
+            id_type: None,
+            shards,
+            payload: PayloadSchema::default(),
+        }
+    }
+}
+
 /// A batch that passed every check, split by shard.
 struct Prepared {
     rows: u64,
     dim: usize,
     id_type: IdType,
+    shards: u32,
     /// The payload schema after this batch (a superset of the target's).
     payload: PayloadSchema,
     grows: bool,
@@ -90,6 +113,7 @@ fn prepare(t: &Target, batch: &RecordBatch) -> Result<Prepared> {
         rows: batch.num_rows() as u64,
         dim,
         id_type,
+        shards: t.shards,
         payload,
         grows,
         parts,
@@ -136,47 +160,46 @@ impl Coordinator {
             return Ok(0);
         }
         let existing = self.namespace(name).ok();
-        let meta = match existing {
-            Some(meta) if !meta.is_declared() => meta,
+        let (meta, first) = match existing {
+            Some(meta) if !meta.is_declared() => (meta, None),
             Some(declared) => self.settle_from(&declared, &batch).await?,
             None => self.create_from(name, &batch).await?,
         };
-        let target = Target {
-            dim: Some(meta.dim),
-            id_type: Some(meta.id_type),
-            shards: meta.shards,
-            payload: payload_of(&meta)?,
+        let target = Target::of(&meta)?;
+        // A first batch was checked and split already, against what it created; reuse that
+        // unless another writer created the namespace differently in between.
+        let reusable = first.filter(|p| {
+            (Some(p.dim), Some(p.id_type), p.shards) == (target.dim, target.id_type, target.shards)
+                && p.payload == target.payload
+        });
+        let mut prepared = match reusable {
+            Some(p) => Prepared { grows: false, ..p },
+            None => self.prepare_off_runtime(target, &batch).await?,
         };
-        let mut prepared = self.prepare_off_runtime(target, &batch).await?;
         if prepared.grows {
             // Schema growth is serialised and re-checked against the newest schema, so
             // concurrent writers never lose each other's columns.
             let _guard = self.schema_lock.lock().await;
-            let fresh = self.namespace(name)?;
-            let before = payload_of(&fresh)?;
-            let target = Target {
-                dim: Some(fresh.dim),
-                id_type: Some(fresh.id_type),
-                shards: fresh.shards,
-                payload: before.clone(),
-            };
+            let target = Target::of(&self.namespace(name)?)?;
+            let before = target.payload.clone();
             prepared = self.prepare_off_runtime(target, &batch).await?;
             self.record_schema(name, &before, &prepared.payload).await?;
         }
         self.write_parts(&meta, prepared).await
     }
 
-    /// Create a namespace from its first batch, once the batch has passed every check.
-    async fn create_from(&self, name: &str, batch: &RecordBatch) -> Result<NamespaceMeta> {
+    /// Create a namespace from its first batch, once the batch has passed every check; the
+    /// checked batch comes back with it.
+    async fn create_from(
+        &self,
+        name: &str,
+        batch: &RecordBatch,
+    ) -> Result<(NamespaceMeta, Option<Prepared>)> {
         crate::namespaces::validate_name(name)?;
         let shards = self.config.default_shards;
-        let probe = Target {
-            dim: None,
-            id_type: None,
-            shards,
-            payload: PayloadSchema::default(),
-        };
-        let checked = self.prepare_off_runtime(probe, batch).await?;
+        let checked = self
+            .prepare_off_runtime(Target::first_batch(shards), batch)
+            .await?;
         let req = CreateNamespaceRequest {
             name: name.to_string(),
             dim: Some(checked.dim),
@@ -188,33 +211,31 @@ impl Coordinator {
         };
         let schema = checked.payload.to_arrow();
         match self.create_namespace(req, Some(schema.as_ref())).await {
-            Ok(meta) => Ok(meta),
+            Ok(meta) => Ok((meta, Some(checked))),
             // Another writer created it first.
-            Err(CoordinatorError::NamespaceExists(_)) => self.namespace(name),
+            Err(CoordinatorError::NamespaceExists(_)) => Ok((self.namespace(name)?, None)),
             Err(e) => Err(e),
         }
     }
 
-    /// Settle a declared namespace from its first batch, once the batch has passed every check.
+    /// Settle a declared namespace from its first batch, once the batch has passed every
+    /// check; the checked batch comes back with it.
     async fn settle_from(
         &self,
         declared: &NamespaceMeta,
         batch: &RecordBatch,
-    ) -> Result<NamespaceMeta> {
-        let probe = Target {
-            dim: None,
-            id_type: None,
-            shards: declared.shards,
-            payload: PayloadSchema::default(),
-        };
-        let checked = self.prepare_off_runtime(probe, batch).await?;
+    ) -> Result<(NamespaceMeta, Option<Prepared>)> {
+        let checked = self
+            .prepare_off_runtime(Target::first_batch(declared.shards), batch)
+            .await?;
         let s = Settlement {
             dim: checked.dim,
             metric: batch_metric(batch)?.unwrap_or(declared.metric),
             id_type: checked.id_type,
-            payload: checked.payload,
+            payload: checked.payload.clone(),
         };
-        self.settle_namespace(&declared.name, &s).await
+        let meta = self.settle_namespace(&declared.name, &s).await?;
+        Ok((meta, Some(checked)))
     }
 
     /// Send each part to its shard's primary; all durable, or an error saying what was stored.

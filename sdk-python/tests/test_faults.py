@@ -59,24 +59,22 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, object]]:
     _stop(coord)
 
 
-def _live(client: LongbowClient) -> int:
-    return sum(1 for n in client.cluster_status()["shard_nodes"] if n["live"])
+def _client(cluster: dict[str, object], retries: int) -> LongbowClient:
+    """A client to the cluster, once both shard nodes are live."""
+    host, data, meta = str(cluster["host"]), str(cluster["data"]), str(cluster["meta"])
+    client = LongbowClient(host, int(data), int(meta), retries=retries)
+    deadline = time.monotonic() + 30
+    while sum(1 for n in client.cluster_status()["shard_nodes"] if n["live"]) < 2:
+        assert time.monotonic() < deadline, "two live shard nodes"
+        time.sleep(0.1)
+    return client
 
 
 def test_an_insert_outlives_a_shard_node_restart_and_stores_every_row_once(
     cluster: dict[str, object],
 ) -> None:
     procs: dict[str, subprocess.Popen[str]] = cluster["procs"]  # type: ignore[assignment]
-    with LongbowClient(
-        str(cluster["host"]),
-        int(cluster["data"]),
-        int(cluster["meta"]),
-        retries=12,  # type: ignore[call-overload]
-    ) as client:
-        deadline = time.monotonic() + 30
-        while _live(client) < 2:
-            assert time.monotonic() < deadline, "two live shard nodes"
-            time.sleep(0.1)
+    with _client(cluster, retries=12) as client:
         client.create_namespace("retry", 8, shards=2)
         vectors = np.random.default_rng(1).normal(size=(4000, 8)).astype("float32")
         assert client.insert("retry", vectors[:1000], ids=np.arange(1000)) == 1000
@@ -103,16 +101,7 @@ def test_a_stopped_shard_node_is_a_retryable_deadline_or_a_flagged_partial_answe
     cluster: dict[str, object],
 ) -> None:
     procs: dict[str, subprocess.Popen[str]] = cluster["procs"]  # type: ignore[assignment]
-    with LongbowClient(
-        str(cluster["host"]),
-        int(cluster["data"]),
-        int(cluster["meta"]),
-        retries=0,  # type: ignore[call-overload]
-    ) as client:
-        deadline = time.monotonic() + 30
-        while _live(client) < 2:
-            assert time.monotonic() < deadline, "two live shard nodes"
-            time.sleep(0.1)
+    with _client(cluster, retries=0) as client:
         client.create_namespace("stopped", 8, shards=2)
         vectors = np.random.default_rng(2).normal(size=(400, 8)).astype("float32")
         client.insert("stopped", vectors, ids=np.arange(400))

@@ -16,6 +16,32 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 
+/// `longbow coordinator` on free loopback ports (add `--data-dir`).
+pub const COORDINATOR_ARGS: &[&str] = &[
+    "coordinator",
+    "--data-port",
+    "0",
+    "--meta-port",
+    "0",
+    "--internal-port",
+    "0",
+    "--http-port",
+    "0",
+];
+
+/// `longbow shard` on free loopback ports (add `--data-dir`, and `--coordinator` to join).
+pub const SHARD_ARGS: &[&str] = &["shard", "--listen", "127.0.0.1:0", "--http-port", "0"];
+
+/// The `longbow` binary with `args` and `--data-dir dir`, logging warnings only.
+pub fn longbow_cmd(args: &[&str], dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_longbow"));
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("LONGBOW_LOG", "warn");
+    cmd
+}
+
 /// A running `longbow local` process.
 pub struct Local {
     pub child: Child,
