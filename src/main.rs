@@ -46,6 +46,20 @@ pub(crate) struct StorageArgs {
     /// Bytes per WAL file before it rotates.
     #[arg(long, env = "LONGBOW_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub(crate) wal_segment_bytes: u64,
+    /// A checkpoint (sealing the appendable segment to files and deleting the WAL it covers)
+    /// is due once the WAL grew this many bytes since the last one.
+    #[arg(long, env = "LONGBOW_CHECKPOINT_WAL_BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) checkpoint_wal_bytes: u64,
+    /// A checkpoint is due this many seconds after the last one, if anything changed.
+    #[arg(long, env = "LONGBOW_CHECKPOINT_INTERVAL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) checkpoint_interval_secs: u64,
+    /// A sealed segment whose dead fraction (deleted rows plus replaced versions) passes this
+    /// is rewritten without them. Between 0 and 1.
+    #[arg(long, env = "LONGBOW_COMPACTION_THRESHOLD", default_value_t = 0.2,
+          value_parser = parse_fraction)]
+    pub(crate) compaction_threshold: f64,
     /// Distance kernels: `auto` (the best this CPU runs), `avx512f`, `avx2+fma` or `scalar`.
     /// A set this CPU cannot run stops start-up with an error.
     #[arg(long, env = "LONGBOW_SIMD", default_value = "auto",
@@ -156,6 +170,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let _crash_points = longbow_shard::fault::arm_from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -166,4 +181,14 @@ fn main() -> anyhow::Result<()> {
             Role::Local(args) => roles::local(args).await,
         }
     })
+}
+
+/// A fraction in (0, 1].
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside (0, 1]"))
+    }
 }

@@ -135,7 +135,7 @@ fn main() {
     let seg = SegmentIndex::new(a.dim, n, a.metric, &params, 42).expect("segment");
     let t = Instant::now();
     seg.append(&base);
-    seg.index_pending(usize::MAX);
+    seg.index_pending(usize::MAX, &Default::default());
     seg.repair();
     let build = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();

@@ -66,3 +66,26 @@ impl Bitset {
         self.words.len() * 8
     }
 }
+
+impl Bitset {
+    /// The on-disk form: the words, little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// Read [`Bitset::to_bytes`] back; `None` unless `bytes` is a whole number of words.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Bitset> {
+        if bytes.len() % 8 != 0 {
+            return None;
+        }
+        let words = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        Some(Bitset { words })
+    }
+}

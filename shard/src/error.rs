@@ -37,6 +37,14 @@ pub enum ShardError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A stored file is damaged or does not match the manifest.
+    #[error("stored data in {path} is damaged: {reason}")]
+    Corrupt {
+        /// File or directory concerned.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The data directory is locked by another process (or cannot be locked).
     #[error(transparent)]
     Locked(#[from] longbow_common::dirlock::DirLockError),
@@ -54,6 +62,7 @@ impl ErrorExt for ShardError {
             ShardError::Unavailable { .. } => StatusCode::Unavailable,
             ShardError::Wal(_)
             | ShardError::Io { .. }
+            | ShardError::Corrupt { .. }
             | ShardError::Arrow(_)
             | ShardError::Locked(_) => StatusCode::Internal,
         }

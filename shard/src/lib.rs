@@ -4,17 +4,21 @@
 //! Layering, bottom up: [`distance`] kernels → [`segment`] (vector arena + HNSW graph) →
 //! [`replica`] (segments + ids + payload + tombstones, made durable by the [`wal`]) →
 //! [`node`] (the set of replicas in a data directory) → [`service`] (the Flight API).
+//! [`storage`] holds the files of sealed segments and the manifest; the replica decides when
+//! to write them.
 //! Each layer only calls the one below it.
 
 pub mod bitset;
 pub mod distance;
 pub mod error;
+pub mod fault;
 pub mod membership;
 pub mod node;
 pub mod payload;
 pub mod replica;
 pub mod segment;
 pub mod service;
+pub mod storage;
 pub mod synth;
 pub mod wal;
 

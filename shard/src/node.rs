@@ -277,12 +277,74 @@ impl longbow_common::http::Health for ShardNode {
             "counter",
             stats.iter().map(|(_, n)| n).sum(),
         );
+        let counter = |f: &dyn Fn(&crate::replica::background::Counters) -> &std::sync::atomic::AtomicU64| {
+            replicas
+                .iter()
+                .map(|r| f(r.counters()).load(std::sync::atomic::Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        gauge(
+            "longbow_shard_checkpoints_total",
+            "Checkpoints written (segments sealed to files, manifest switched)",
+            "counter",
+            counter(&|c| &c.checkpoints),
+        );
+        gauge(
+            "longbow_shard_checkpoint_failures_total",
+            "Checkpoints that failed and will be retried",
+            "counter",
+            counter(&|c| &c.checkpoint_failures),
+        );
+        gauge(
+            "longbow_shard_segment_merges_total",
+            "Segments rewritten without dead rows or merged by the optimizer",
+            "counter",
+            counter(&|c| &c.merges),
+        );
+        gauge(
+            "longbow_shard_repair_passes_total",
+            "Reachability checks of segment graphs by the repair agent",
+            "counter",
+            counter(&|c| &c.repair_passes),
+        );
+        gauge(
+            "longbow_shard_repair_relinked_total",
+            "Unreachable graph nodes the repair agent found and relinked",
+            "counter",
+            counter(&|c| &c.repair_relinked),
+        );
+        gauge(
+            "longbow_wal_files_removed_total",
+            "WAL files deleted because a checkpoint holds their changes",
+            "counter",
+            counter(&|c| &c.wal_files_removed),
+        );
+        gauge(
+            "longbow_shard_segment_disk_bytes",
+            "Bytes of sealed segment files",
+            "gauge",
+            counter(&|c| &c.segment_bytes),
+        );
+        let mut per_segment = String::from(
+            "# HELP longbow_shard_segment_tombstone_ratio Dead fraction (deleted plus replaced rows) of each segment\n\
+             # TYPE longbow_shard_segment_tombstone_ratio gauge\n",
+        );
+        for r in &replicas {
+            let k = r.key();
+            for (seg, density) in r.tombstone_density() {
+                per_segment.push_str(&format!(
+                    "longbow_shard_segment_tombstone_ratio{{namespace=\"{}\",shard=\"{}\",segment=\"{seg}\"}} {density}\n",
+                    k.namespace, k.shard
+                ));
+            }
+        }
         gauge(
             "longbow_flight_decoder_panics_total",
             "Malformed client messages on which the Arrow IPC decoder panicked (caught and refused)",
             "counter",
             longbow_common::flight::decoder_panics(),
         );
+        out.push_str(&per_segment);
         let isa = crate::distance::kernels().isa;
         out.push_str(&format!(
             "# HELP longbow_shard_distance_kernels_info Distance kernel set in use (chosen once at start-up)\n\

@@ -26,7 +26,7 @@ fn many_tiny_segments_cost_kilobytes_each_not_huge_pages() {
                 .expect("segment");
             let rows: Vec<f32> = (0..384 * 10).map(|i| (i % 97) as f32 / 97.0).collect();
             seg.append(&rows);
-            seg.index_pending(usize::MAX);
+            seg.index_pending(usize::MAX, &Default::default());
             seg
         })
         .collect();

@@ -90,7 +90,7 @@ fn recall_at_10_on_real_sentence_embeddings_is_at_least_095() {
     assert_eq!((params.m, params.ef_construction), (16, 200));
     let seg = SegmentIndex::new(dim, n, Metric::Cosine, &params, 11).expect("segment");
     seg.append(&base);
-    seg.index_pending(usize::MAX);
+    seg.index_pending(usize::MAX, &Default::default());
     seg.repair();
     assert_eq!(seg.reachable(), n, "every row reachable after repair");
 

@@ -13,8 +13,9 @@ use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow_schema::Field;
 pub use longbow_common::payload_schema::PayloadSchema;
 
-/// The payload columns of one segment, chunk by chunk.
-#[derive(Default)]
+/// The payload columns of one segment, chunk by chunk (cheap to clone: chunks share their
+/// Arrow buffers).
+#[derive(Default, Clone)]
 pub struct PayloadStore {
     chunks: Vec<(u32, RecordBatch)>,
 }

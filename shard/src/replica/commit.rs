@@ -6,7 +6,6 @@
 //! sync. A delete by filter is a barrier: the group before it is committed and applied first,
 //! so the filter sees every earlier write, and it is logged as the ids it resolved to.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use longbow_common::shard_api::ReplicaKey;
@@ -60,12 +59,10 @@ pub struct Committer {
     pub state: Arc<RwLock<ReplicaState>>,
     /// Payload schema including not-yet-applied writes.
     pub schema: PayloadSchema,
-    /// Wakes the indexer after each applied group.
-    pub index_signal: std::sync::mpsc::Sender<()>,
+    /// Wakes the background task after each applied group.
+    pub index_signal: std::sync::mpsc::Sender<super::background::Signal>,
     /// Set to the reason once the WAL fails; the replica then refuses writes.
     pub failed: Arc<Mutex<Option<String>>>,
-    /// WAL size, published for stats.
-    pub wal_bytes: Arc<AtomicU64>,
 }
 
 impl Committer {
@@ -160,8 +157,6 @@ impl Committer {
             }
             return;
         }
-        self.wal_bytes
-            .store(self.wal.disk_bytes(), Ordering::Relaxed);
         let mut state = self.state.write();
         let results: Vec<_> = group
             .drain(..)
@@ -175,7 +170,7 @@ impl Committer {
             })
             .collect();
         drop(state);
-        let _ = self.index_signal.send(());
+        let _ = self.index_signal.send(super::background::Signal::NewRows);
         for (reply, r) in results {
             let _ = reply.send(r);
         }

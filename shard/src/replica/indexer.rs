@@ -1,5 +1,6 @@
-//! The indexer: one thread per replica that links published rows into their segment's HNSW
-//! graph, in parallel on the shared rayon pool, whenever the committer signals new rows.
+//! Indexing: linking published rows into their segment's HNSW graph, in parallel on the
+//! shared rayon pool, and repairing reachability. Run by the replica's background task
+//! whenever the committer signals new rows.
 //!
 //! It also repairs reachability (see `SegmentIndex::repair`), but not after every catch-up:
 //! a repair pass starts with a walk over the whole layer-0 graph (241 ms at 1M rows), so under
@@ -12,7 +13,7 @@
 //! handles), so writes and searches proceed meanwhile; rows not linked yet are searched
 //! exactly.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,66 +39,55 @@ pub fn repair_due(unrepaired: usize, indexed: usize, idle: bool) -> bool {
     unrepaired > 0 && (idle || unrepaired >= indexed / REPAIR_FRACTION)
 }
 
-/// Run until the signal sender is dropped.
-pub fn run(state: Arc<RwLock<ReplicaState>>, signal: Receiver<()>) {
-    let mut repair_pending = false;
-    loop {
-        let idle = if repair_pending {
-            match signal.recv_timeout(REPAIR_IDLE) {
-                Ok(()) => false,
-                Err(RecvTimeoutError::Timeout) => true,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        } else if signal.recv().is_ok() {
-            false
-        } else {
-            return;
-        };
-        while signal.try_recv().is_ok() {}
-        let segments = if idle {
-            segments(&state)
-        } else {
-            link_all(&state)
-        };
-        repair_pending = repair(&segments, idle);
-    }
-}
-
-fn segments(state: &RwLock<ReplicaState>) -> Vec<Arc<SegmentIndex>> {
+/// The segments worth linking: all but sealed ones past the compaction threshold, which the
+/// optimizer rewrites (and links) from their live rows instead.
+pub fn segments(state: &RwLock<ReplicaState>, threshold: f64) -> Vec<Arc<SegmentIndex>> {
     state
         .read()
         .segments
         .iter()
+        .filter(|s| !(s.sealed && s.dead_fraction() > threshold))
         .map(|s| s.index.clone())
         .collect()
 }
 
 /// Link every published row, including rows published while linking (writes may open a new
-/// segment meanwhile). Returns the segments as of the last pass, which found nothing to link.
-fn link_all(state: &RwLock<ReplicaState>) -> Vec<Arc<SegmentIndex>> {
+/// segment meanwhile), until none is left or `stop` is set. Returns the segments as of the
+/// last pass.
+pub fn link_all(
+    state: &RwLock<ReplicaState>,
+    threshold: f64,
+    stop: &AtomicBool,
+) -> Vec<Arc<SegmentIndex>> {
     loop {
-        let segments = segments(state);
-        let linked: usize = segments.iter().map(|s| s.index_pending(INDEX_CHUNK)).sum();
-        if linked == 0 {
+        let segments = segments(state, threshold);
+        let linked: usize = segments
+            .iter()
+            .map(|s| s.index_pending(INDEX_CHUNK, stop))
+            .sum();
+        if linked == 0 || stop.load(Ordering::Relaxed) {
             return segments;
         }
     }
 }
 
-/// Repair the segments that are due; returns whether any segment still has unrepaired rows.
-fn repair(segments: &[Arc<SegmentIndex>], idle: bool) -> bool {
+/// Repair the segments that are due; returns `(relinked, still pending)`: the rows relinked,
+/// and whether any segment still has unrepaired rows.
+pub fn repair(segments: &[Arc<SegmentIndex>], idle: bool) -> (usize, bool) {
     let mut pending = false;
+    let mut relinked = 0;
     for s in segments {
         if repair_due(s.unrepaired(), s.indexed(), idle) {
             let n = s.repair();
             if n > 0 {
                 tracing::debug!(relinked = n, "relinked unreachable graph nodes");
             }
+            relinked += n;
         } else if s.unrepaired() > 0 {
             pending = true;
         }
     }
-    pending
+    (relinked, pending)
 }
 
 #[cfg(test)]

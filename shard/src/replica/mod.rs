@@ -1,19 +1,25 @@
 //! A replica: one shard of one namespace on this node — segments, ids, payload and
-//! tombstones in memory, made durable by its WAL.
+//! tombstones in memory, made durable by its WAL and by checkpoints of sealed segments.
 //!
-//! Writes go through the committer thread (group commit, then apply); an indexer thread links
-//! new rows into the graph in the background; reads take the state's read lock. A replica
-//! never talks to other nodes: replication is layered above it.
+//! Writes go through the committer thread (group commit, then apply); a background thread
+//! links new rows into the graph, optimizes segments and writes checkpoints; reads take the
+//! state's read lock. Start-up loads the sealed segments the manifest lists (no graph is
+//! rebuilt) and replays only the WAL after its checkpoint. A replica never talks to other
+//! nodes: replication is layered above it.
 
+pub mod background;
+pub mod checkpoint;
 pub mod commit;
 pub mod indexer;
 pub mod mutation;
+pub mod optimizer;
 pub mod query;
 pub mod state;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use longbow_common::ids::ids_from_array;
@@ -26,6 +32,8 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use self::background::{Background, Counters, Signal};
+pub use self::checkpoint::Outcome as CheckpointOutcome;
 use self::commit::{CommitOp, CommitRequest, Committer};
 use self::mutation::{Mutation, UpsertRows};
 pub use self::query::{Projection, SearchParams};
@@ -33,7 +41,9 @@ use self::state::ReplicaState;
 use crate::distance::normalize;
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
-use crate::wal::{LogBackend, Wal};
+use crate::storage::sealed::{collect_garbage, load_segment};
+use crate::storage::Manifest;
+use crate::wal::{LogBackend, Wal, WalFiles};
 
 /// Tunables shared by every replica of a node.
 #[derive(Debug, Clone)]
@@ -44,6 +54,13 @@ pub struct ReplicaSettings {
     pub wal_segment_bytes: u64,
     /// Write requests queued per replica before callers wait (back-pressure).
     pub commit_queue: usize,
+    /// A checkpoint is due once the WAL grew this many bytes since the last one.
+    pub checkpoint_wal_bytes: u64,
+    /// A checkpoint is due this long after the last one, if anything changed.
+    pub checkpoint_interval: Duration,
+    /// A sealed segment whose dead fraction (deleted plus replaced rows) passes this is
+    /// rewritten without them.
+    pub compaction_threshold: f64,
 }
 
 impl Default for ReplicaSettings {
@@ -52,6 +69,9 @@ impl Default for ReplicaSettings {
             segment_capacity: 1 << 20,
             wal_segment_bytes: 64 << 20,
             commit_queue: 1024,
+            checkpoint_wal_bytes: 256 << 20,
+            checkpoint_interval: Duration::from_secs(60),
+            compaction_threshold: 0.2,
         }
     }
 }
@@ -91,8 +111,12 @@ pub struct Replica {
     commits: Mutex<Option<mpsc::Sender<CommitRequest>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     failed: Arc<Mutex<Option<String>>>,
-    wal_bytes: Arc<AtomicU64>,
+    wal_files: WalFiles,
     syncs: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    signal: Mutex<Option<std::sync::mpsc::Sender<Signal>>>,
+    counters: Arc<Counters>,
+    checkpoint_error: Arc<Mutex<Option<String>>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
@@ -150,7 +174,8 @@ impl Replica {
         Replica::open(dir, settings, backend)
     }
 
-    /// Open an existing replica: read its metadata, replay its WAL, start its threads.
+    /// Open an existing replica: read its metadata, load the sealed segments its manifest
+    /// lists, replay the WAL after the checkpoint, start its threads.
     pub fn open(
         dir: &Path,
         settings: &ReplicaSettings,
@@ -167,40 +192,83 @@ impl Replica {
             namespace: info.namespace.clone(),
             shard: info.shard,
         };
-        let schema = match &meta.payload_schema {
+        let manifest = Manifest::load(dir)?.unwrap_or_default();
+        let schema = match manifest.payload_schema.as_ref().or(meta.payload_schema.as_ref()) {
             Some(s) => PayloadSchema::from_schema(&decode_schema(s)?)?,
             None => PayloadSchema::default(),
         };
-        let (wal, entries) = Wal::open(&dir.join(WAL_DIR), backend, settings.wal_segment_bytes)?;
         let mut state = ReplicaState::new(
             info.clone(),
             schema,
             settings.segment_capacity,
             seed_of(&key),
         );
+        state.applied_lsn = manifest.checkpoint_lsn;
+        state.next_segment = manifest.next_segment;
+        for entry in &manifest.segments {
+            let loaded = load_segment(dir, entry, &info)?;
+            state.push_loaded(entry.clone(), loaded)?;
+        }
+        collect_garbage(dir, &manifest)?;
+        let (wal, entries) = Wal::open(
+            &dir.join(WAL_DIR),
+            backend,
+            settings.wal_segment_bytes,
+            manifest.checkpoint_lsn,
+        )?;
         let replayed = entries.len();
         for e in entries {
             let m = Mutation::decode(e.kind, &e.body, info.id_type, info.dim)?;
             state.apply(e.lsn, &m)?;
         }
-        if replayed > 0 {
-            tracing::info!(replica = %key, entries = replayed, lsn = state.applied_lsn, "replayed WAL");
-        }
+        tracing::info!(replica = %key, segments = manifest.segments.len(), checkpoint_lsn = manifest.checkpoint_lsn, replayed, lsn = state.applied_lsn, "replica opened");
+        Replica::start(dir, key, info, state, wal, manifest, settings)
+    }
+
+    /// Start the committer and background threads over a loaded state.
+    fn start(
+        dir: &Path,
+        key: ReplicaKey,
+        info: ReplicaInfo,
+        state: ReplicaState,
+        wal: Wal,
+        manifest: Manifest,
+        settings: &ReplicaSettings,
+    ) -> Result<Replica> {
         let committer_schema = state.schema.clone();
         let state = Arc::new(RwLock::new(state));
-        let (index_tx, index_rx) = std::sync::mpsc::channel();
+        let (signal_tx, signal_rx) = std::sync::mpsc::channel();
         let (tx, rx) = mpsc::channel(settings.commit_queue.max(1));
         let failed = Arc::new(Mutex::new(None));
-        let wal_bytes = Arc::new(AtomicU64::new(wal.disk_bytes()));
+        let wal_files = wal.files();
         let syncs = wal.sync_counter();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        counters
+            .checkpoint_lsn
+            .store(manifest.checkpoint_lsn, Ordering::Relaxed);
+        counters
+            .segment_bytes
+            .store(manifest.disk_bytes(), Ordering::Relaxed);
+        let checkpoint_error = Arc::new(Mutex::new(None));
         let committer = Committer {
             key: key.clone(),
             wal,
             state: state.clone(),
             schema: committer_schema,
-            index_signal: index_tx.clone(),
+            index_signal: signal_tx.clone(),
             failed: failed.clone(),
-            wal_bytes: wal_bytes.clone(),
+        };
+        let background = Background {
+            key: key.clone(),
+            dir: dir.to_path_buf(),
+            state: state.clone(),
+            wal_files: wal_files.clone(),
+            settings: settings.clone(),
+            stop: stop.clone(),
+            manifest,
+            counters: counters.clone(),
+            last_error: checkpoint_error.clone(),
         };
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -208,20 +276,18 @@ impl Replica {
                 .spawn(f)
                 .map_err(io_err(dir))
         };
-        let indexer_state = state.clone();
         let threads = vec![
             spawn(
                 format!("commit-{}", key.shard),
                 Box::new(move || committer.run(rx)),
             )?,
             spawn(
-                format!("index-{}", key.shard),
-                Box::new(move || indexer::run(indexer_state, index_rx)),
+                format!("segments-{}", key.shard),
+                Box::new(move || background.run(signal_rx)),
             )?,
         ];
         // Link whatever replay loaded.
-        let _ = index_tx.send(());
-        drop(index_tx);
+        let _ = signal_tx.send(Signal::NewRows);
         Ok(Replica {
             key,
             info,
@@ -230,9 +296,47 @@ impl Replica {
             commits: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
             failed,
-            wal_bytes,
+            wal_files,
             syncs,
+            stop,
+            signal: Mutex::new(Some(signal_tx)),
+            counters,
+            checkpoint_error,
         })
+    }
+
+    /// Write a checkpoint now (sealing the appendable segment and running due merges), and
+    /// wait for it. Blocks: call it off the async runtime.
+    pub fn checkpoint(&self) -> Result<CheckpointOutcome> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sender = self
+            .signal
+            .lock()
+            .clone()
+            .ok_or_else(|| self.unavailable("shutting down"))?;
+        sender
+            .send(Signal::Checkpoint(tx))
+            .map_err(|_| self.unavailable("shutting down"))?;
+        rx.recv().map_err(|_| self.unavailable("shutting down"))?
+    }
+
+    /// Why the last checkpoint failed, until one succeeds.
+    pub fn checkpoint_error(&self) -> Option<String> {
+        self.checkpoint_error.lock().clone()
+    }
+
+    /// Counters of checkpoints, merges and repairs.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Dead fraction (deleted plus replaced rows) of each segment, by segment id.
+    pub fn tombstone_density(&self) -> Vec<(u32, f64)> {
+        let st = self.state.read();
+        st.segments
+            .iter()
+            .map(|s| (s.id, s.dead_fraction()))
+            .collect()
     }
 
     /// Which replica this is.
@@ -391,7 +495,8 @@ impl Replica {
             indexing_lag: st.indexing_lag(),
             segments: st.segments.len() as u64,
             memory_bytes: st.memory_bytes(),
-            disk_bytes: self.wal_bytes.load(Ordering::Relaxed),
+            disk_bytes: self.wal_files.disk_bytes()
+                + self.counters.segment_bytes.load(Ordering::Relaxed),
             payload_columns: st
                 .schema
                 .fields()
@@ -416,9 +521,13 @@ impl Replica {
         })
     }
 
-    /// Stop the threads after the queued writes are committed. Idempotent.
+    /// Stop the threads after the queued writes are committed; background work (linking,
+    /// merges, checkpoints) stops at its next step and resumes after the next start.
+    /// Idempotent.
     pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.commits.lock().take();
+        self.signal.lock().take();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             if t.join().is_err() {

@@ -279,7 +279,7 @@ pub fn get(state: &ReplicaState, ids: &[IdValue], p: &Projection) -> Result<Reco
     let rows: Vec<(usize, u32)> = ids
         .iter()
         .filter_map(|id| state.ids.get(id))
-        .map(|l| (l.seg as usize, l.off))
+        .filter_map(|l| Some((state.slot(l.seg)?, l.off)))
         .collect();
     records(state, &rows, p)
 }

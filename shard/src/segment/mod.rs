@@ -12,7 +12,7 @@ mod graph;
 mod region;
 mod visited;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub use graph::Candidate;
 use longbow_common::{IndexParams, Metric};
@@ -102,11 +102,15 @@ impl SegmentIndex {
 
     /// Link every published but unlinked row, `chunk` rows at a time, in parallel on the
     /// current rayon pool. Returns the number of rows linked. Only one thread may index a
-    /// segment at a time (the replica's indexer).
-    pub fn index_pending(&self, chunk: usize) -> usize {
+    /// segment at a time (the replica's indexer). Stops between chunks once `stop` is set
+    /// (the rest is linked by a later call, or after the next start).
+    pub fn index_pending(&self, chunk: usize, stop: &AtomicBool) -> usize {
         use rayon::prelude::*;
         let mut linked = 0;
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return linked;
+            }
             let start = self.indexed();
             let end = self.len().min(start.saturating_add(chunk.max(1)));
             if start >= end {
@@ -187,6 +191,57 @@ impl SegmentIndex {
     /// Rows on layer 0 reachable from the entry point (a graph health check).
     pub fn reachable(&self) -> usize {
         self.graph.reachable(self.indexed())
+    }
+
+    /// The on-disk form of the vectors: `len × dim` little-endian `f32`, row-major.
+    pub fn encode_vectors(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.dim() * 4);
+        for o in 0..self.len() as u32 {
+            for v in self.arena.row(o) {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The on-disk form of the graph. Only for a segment that takes no more rows and is fully
+    /// indexed (a sealed one): rows linked later would be missing from the file.
+    pub fn encode_graph(&self) -> Vec<u8> {
+        self.graph.encode(self.indexed())
+    }
+
+    /// A sealed segment loaded from its files (see [`SegmentIndex::encode_vectors`] and
+    /// [`SegmentIndex::encode_graph`]), fully indexed, without linking anything.
+    pub fn load(
+        dim: usize,
+        metric: Metric,
+        vectors: &[u8],
+        graph: &[u8],
+    ) -> Result<Self, String> {
+        if dim == 0 || vectors.len() % (dim * 4) != 0 {
+            return Err(format!(
+                "vector file has {} bytes, not a multiple of {dim} floats",
+                vectors.len()
+            ));
+        }
+        let rows = vectors.len() / (dim * 4);
+        let floats: Vec<f32> = vectors
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let arena = arena::VectorArena::new(dim, rows).map_err(|e| e.to_string())?;
+        arena.append(&floats);
+        let graph = graph::Graph::decode(graph, rows, rows)?;
+        if arena.on_huge_pages() {
+            graph.use_huge_pages();
+        }
+        Ok(SegmentIndex {
+            arena,
+            graph,
+            dist: kernels().distance(metric),
+            indexed: AtomicUsize::new(rows),
+            repaired: AtomicUsize::new(rows),
+        })
     }
 
     /// The distance function of this segment.

@@ -5,7 +5,7 @@ fn build(data: &[f32], dim: usize, metric: Metric, params: &IndexParams) -> Segm
     let n = data.len() / dim;
     let seg = SegmentIndex::new(dim, n + 16, metric, params, 7).expect("segment");
     seg.append(data);
-    seg.index_pending(usize::MAX);
+    seg.index_pending(usize::MAX, &Default::default());
     seg.repair();
     seg
 }
@@ -49,7 +49,7 @@ fn unlinked_rows_are_found_by_exact_scan() {
     let seg =
         SegmentIndex::new(dim, 2_000, Metric::L2, &IndexParams::default(), 1).expect("segment");
     seg.append(&data[..500 * dim]);
-    seg.index_pending(usize::MAX);
+    seg.index_pending(usize::MAX, &Default::default());
     seg.append(&data[500 * dim..]);
     assert_eq!((seg.indexed(), seg.len()), (500, 1000));
     // A query equal to an unlinked row must find it first.
@@ -155,4 +155,51 @@ fn duplicates_do_not_hurt_recall_of_distinct_rows() {
     let r = hits as f64 / (10 * truth.len()) as f64;
     eprintln!("recall@10 of distinct rows among duplicates = {r}");
     assert!(r >= 0.95, "recall@10 = {r}");
+}
+
+#[test]
+fn a_loaded_segment_answers_exactly_like_the_one_written() {
+    let dim = 24;
+    let mut data = synth::clustered(3_000, dim, 10, 5);
+    // Exact duplicates make chains, which the file must keep too.
+    let copy = data[..dim].to_vec();
+    data.extend_from_slice(&copy);
+    let seg = build(&data, dim, Metric::L2, &IndexParams::default());
+    let loaded = SegmentIndex::load(
+        dim,
+        Metric::L2,
+        &seg.encode_vectors(),
+        &seg.encode_graph(),
+    )
+    .expect("load");
+    assert_eq!((loaded.len(), loaded.indexed()), (seg.len(), seg.indexed()));
+    assert_eq!(loaded.reachable(), seg.reachable());
+    assert_eq!(loaded.encode_graph(), seg.encode_graph());
+    for qi in (0..3_000).step_by(97) {
+        let q = &data[qi * dim..(qi + 1) * dim];
+        assert_eq!(
+            loaded.search(q, 10, 64, &|_| true),
+            seg.search(q, 10, 64, &|_| true)
+        );
+    }
+}
+
+#[test]
+fn a_damaged_graph_file_is_an_error_not_a_panic() {
+    let dim = 8;
+    let data = synth::clustered(500, dim, 4, 6);
+    let seg = build(&data, dim, Metric::L2, &IndexParams::default());
+    let vectors = seg.encode_vectors();
+    let graph = seg.encode_graph();
+    for cut in [0, 7, 40, graph.len() / 2, graph.len() - 1] {
+        assert!(SegmentIndex::load(dim, Metric::L2, &vectors, &graph[..cut]).is_err());
+    }
+    let mut bad = graph.clone();
+    // A neighbour slot of node 3 pointing far beyond the segment.
+    let w0 = 1 + 2 * IndexParams::default().m;
+    let at = 40 + (3 * w0 + 1) * 4;
+    bad[at..at + 4].copy_from_slice(&9_999u32.to_le_bytes());
+    let err = SegmentIndex::load(dim, Metric::L2, &vectors, &bad).err();
+    assert!(err.is_some_and(|e| e.contains("invalid word")));
+    assert!(SegmentIndex::load(dim, Metric::L2, &vectors[..vectors.len() - 4], &graph).is_err());
 }

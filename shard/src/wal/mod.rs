@@ -6,6 +6,8 @@
 //! naming the file and offset, because silently skipping it would lose acknowledged data.
 //!
 //! The WAL stores opaque `(kind, body)` entries: what they mean is the replica's business.
+//! Once a checkpoint holds every change up to an LSN, [`WalFiles::remove_through`] deletes
+//! the files wholly at or below it; the file being appended to is never deleted.
 
 pub mod entry;
 pub mod io;
@@ -48,13 +50,69 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     }
 }
 
+/// The closed files of a WAL: their total size, and removing those a checkpoint covers.
+/// Shared between the WAL's writer and the replica's background task.
+#[derive(Clone)]
+pub struct WalFiles {
+    dir: PathBuf,
+    /// Bytes in closed files. Its lock also orders rotation against removal.
+    closed_bytes: Arc<parking_lot::Mutex<u64>>,
+    /// Bytes in the file being appended to.
+    active_bytes: Arc<AtomicU64>,
+    /// Bytes appended since the WAL was opened.
+    appended: Arc<AtomicU64>,
+}
+
+impl WalFiles {
+    /// Bytes in closed files.
+    pub fn closed_bytes(&self) -> u64 {
+        *self.closed_bytes.lock()
+    }
+
+    /// Bytes in every WAL file.
+    pub fn disk_bytes(&self) -> u64 {
+        self.closed_bytes() + self.active_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes appended since the WAL was opened (grows monotonically; checkpoints are due by
+    /// its growth).
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
+    /// Delete every file whose entries all have LSNs `<= lsn` (a durable checkpoint holds
+    /// them), except the last file. Returns `(files, bytes)` removed.
+    pub fn remove_through(&self, lsn: u64) -> Result<(usize, u64), WalError> {
+        let mut closed = self.closed_bytes.lock();
+        let files = list_files(&self.dir)?;
+        let mut removed = (0, 0);
+        // A file's entries end just before the next file's first LSN.
+        for pair in files.windows(2) {
+            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if *next_first > lsn.saturating_add(1) {
+                break;
+            }
+            let len = std::fs::metadata(path).map_err(io_err(path))?.len();
+            crate::fault::crash_point!("wal::before_remove_file");
+            std::fs::remove_file(path).map_err(io_err(path))?;
+            removed.0 += 1;
+            removed.1 += len;
+        }
+        if removed.0 > 0 {
+            io::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+            *closed = closed.saturating_sub(removed.1);
+        }
+        Ok(removed)
+    }
+}
+
 /// An open WAL, positioned for appending.
 pub struct Wal {
     dir: PathBuf,
     backend: Arc<dyn LogBackend>,
     file: Option<Box<dyn LogFile>>,
     file_len: u64,
-    closed_bytes: u64,
+    files: WalFiles,
     segment_bytes: u64,
     last_lsn: u64,
     pending: Vec<u8>,
@@ -85,12 +143,15 @@ fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 }
 
 impl Wal {
-    /// Open (creating if needed) the WAL in `dir`, returning it with every durable entry in
-    /// LSN order. A torn tail is truncated; corruption before the tail is an error.
+    /// Open (creating if needed) the WAL in `dir`, returning it with every durable entry
+    /// after `checkpoint_lsn` in LSN order (earlier ones are in a checkpoint already). A torn
+    /// tail is truncated; corruption before the tail is an error, and so is a gap between
+    /// the checkpoint and the first entry kept.
     pub fn open(
         dir: &Path,
         backend: Arc<dyn LogBackend>,
         segment_bytes: u64,
+        checkpoint_lsn: u64,
     ) -> Result<(Wal, Vec<Entry>), WalError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let files = list_files(dir)?;
@@ -105,7 +166,7 @@ impl Wal {
             if let Some(e) = found.last() {
                 last_lsn = e.lsn;
             }
-            entries.extend(found);
+            entries.extend(found.into_iter().filter(|e| e.lsn > checkpoint_lsn));
             let valid_len = match end {
                 ScanEnd::Clean => buf.len(),
                 ScanEnd::TornTail { offset } if is_last => {
@@ -144,6 +205,18 @@ impl Wal {
                 closed_bytes += valid_len as u64;
             }
         }
+        if let Some(first) = entries.first() {
+            if first.lsn != checkpoint_lsn + 1 {
+                return Err(WalError::Corrupt {
+                    file: dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!(
+                        "the checkpoint holds LSNs up to {checkpoint_lsn} but the log resumes at {}",
+                        first.lsn
+                    ),
+                });
+            }
+        }
         let (file, file_len) = match tail {
             Some((path, len)) => (
                 Some(backend.open_append(&path).map_err(io_err(&path))?),
@@ -156,9 +229,14 @@ impl Wal {
             backend,
             file,
             file_len,
-            closed_bytes,
+            files: WalFiles {
+                dir: dir.to_path_buf(),
+                closed_bytes: Arc::new(parking_lot::Mutex::new(closed_bytes)),
+                active_bytes: Arc::new(AtomicU64::new(file_len)),
+                appended: Arc::new(AtomicU64::new(0)),
+            },
             segment_bytes: segment_bytes.max(1),
-            last_lsn,
+            last_lsn: last_lsn.max(checkpoint_lsn),
             pending: Vec::new(),
             pending_first_lsn: None,
             syncs: Arc::new(AtomicU64::new(0)),
@@ -173,7 +251,12 @@ impl Wal {
 
     /// Bytes in the WAL files.
     pub fn disk_bytes(&self) -> u64 {
-        self.closed_bytes + self.file_len
+        self.files.closed_bytes() + self.file_len
+    }
+
+    /// The handle that removes files a checkpoint covers.
+    pub fn files(&self) -> WalFiles {
+        self.files.clone()
     }
 
     /// Counter of `fdatasync` calls (group commits).
@@ -201,15 +284,17 @@ impl Wal {
             || (self.file_len > 0
                 && self.file_len + self.pending.len() as u64 > self.segment_bytes);
         if need_new {
+            let mut closed = self.files.closed_bytes.lock();
             if let Some(mut old) = self.file.take() {
                 let path = self.dir.clone();
                 old.sync_data().map_err(io_err(&path))?;
+                *closed += self.file_len;
+                self.file_len = 0;
+                self.files.active_bytes.store(0, Ordering::Relaxed);
             }
             let path = self.dir.join(file_name(first));
             self.file = Some(self.backend.open_append(&path).map_err(io_err(&path))?);
             io::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-            self.closed_bytes += self.file_len;
-            self.file_len = 0;
         }
         let dir = self.dir.clone();
         let Some(file) = self.file.as_mut() else {
@@ -222,6 +307,12 @@ impl Wal {
         file.sync_data().map_err(io_err(&dir))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.file_len += self.pending.len() as u64;
+        self.files
+            .active_bytes
+            .store(self.file_len, Ordering::Relaxed);
+        self.files
+            .appended
+            .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();
         Ok(())
     }
@@ -232,7 +323,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, seg: u64) -> (Wal, Vec<Entry>) {
-        Wal::open(dir, Arc::new(StdBackend), seg).expect("open")
+        Wal::open(dir, Arc::new(StdBackend), seg, 0).expect("open")
     }
 
     #[test]
@@ -297,7 +388,7 @@ mod tests {
         let second = entry::HEADER_LEN + 100;
         bytes[second + entry::HEADER_LEN + 5] ^= 0xAA;
         std::fs::write(&path, &bytes).expect("write");
-        let err = Wal::open(tmp.path(), Arc::new(StdBackend), 1 << 20)
+        let err = Wal::open(tmp.path(), Arc::new(StdBackend), 1 << 20, 0)
             .err()
             .expect("must fail");
         let msg = err.to_string();

@@ -24,6 +24,7 @@ use super::visited::{VisitedPool, VisitedSet};
 use crate::distance::Distance;
 
 mod duplicates;
+mod file;
 mod repair;
 
 /// Highest layer a node may get (probability m^-16 makes more pointless).

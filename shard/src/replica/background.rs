@@ -1,0 +1,220 @@
+//! The background task of a replica: one thread that links new rows, repairs graphs,
+//! rewrites and merges segments (the optimizer) and writes checkpoints, in that order, each
+//! time the committer signals new rows or a timer expires.
+//!
+//! It stops between steps (and between chunks of linking) once shutdown begins, so SIGTERM
+//! never waits for a graph build: whatever is left resumes after the next start. Errors are
+//! logged and counted and the step is retried later; they never touch acknowledged data,
+//! which stays in the WAL until a checkpoint holding it is durable.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use longbow_common::shard_api::ReplicaKey;
+use parking_lot::{Mutex, RwLock};
+
+use super::checkpoint::{self, Outcome};
+use super::indexer::{link_all, repair, REPAIR_IDLE};
+use super::optimizer;
+use super::state::ReplicaState;
+use super::ReplicaSettings;
+use crate::error::Result;
+use crate::fault::crash_point;
+use crate::storage::sealed::collect_garbage;
+use crate::storage::Manifest;
+use crate::wal::WalFiles;
+
+/// Counters of the background work, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// Checkpoints that failed (retried later).
+    pub checkpoint_failures: AtomicU64,
+    /// Segments rewritten or merged.
+    pub merges: AtomicU64,
+    /// Repair passes run.
+    pub repair_passes: AtomicU64,
+    /// Unreachable graph nodes found and relinked.
+    pub repair_relinked: AtomicU64,
+    /// WAL files deleted after checkpoints.
+    pub wal_files_removed: AtomicU64,
+    /// Bytes of sealed segment files listed in the manifest.
+    pub segment_bytes: AtomicU64,
+    /// LSN of the durable checkpoint.
+    pub checkpoint_lsn: AtomicU64,
+}
+
+/// What wakes the background task.
+pub enum Signal {
+    /// The committer applied new rows.
+    NewRows,
+    /// Write a checkpoint now and report its outcome (tests, snapshots, operators).
+    Checkpoint(std::sync::mpsc::Sender<Result<Outcome>>),
+}
+
+/// Everything the background thread owns.
+pub struct Background {
+    /// Which replica (for logs).
+    pub key: ReplicaKey,
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// Shared state.
+    pub state: Arc<RwLock<ReplicaState>>,
+    /// The WAL's closed files.
+    pub wal_files: WalFiles,
+    /// Thresholds.
+    pub settings: ReplicaSettings,
+    /// Set when shutdown begins.
+    pub stop: Arc<AtomicBool>,
+    /// The durable manifest.
+    pub manifest: Manifest,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// The last checkpoint failure, for health.
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Background {
+    /// Run until the committer goes away or shutdown begins.
+    pub fn run(mut self, signal: Receiver<Signal>) {
+        let mut repair_pending = false;
+        let mut last_checkpoint = Instant::now();
+        let mut wal_at_checkpoint = self.wal_files.appended_bytes();
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let interval = self.settings.checkpoint_interval;
+            let mut wait = interval.saturating_sub(last_checkpoint.elapsed());
+            if repair_pending {
+                wait = wait.min(REPAIR_IDLE);
+            }
+            let mut asked = Vec::new();
+            let idle = match signal.recv_timeout(wait.max(Duration::from_millis(10))) {
+                Ok(s) => {
+                    asked.extend(requester(s));
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => true,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            while let Ok(s) = signal.try_recv() {
+                asked.extend(requester(s));
+            }
+            let threshold = self.settings.compaction_threshold;
+            let segments = link_all(&self.state, threshold, &self.stop);
+            let (relinked, pending) = repair(&segments, idle);
+            repair_pending = pending;
+            self.count_repair(relinked);
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let wal_grown = self
+                .wal_files
+                .appended_bytes()
+                .saturating_sub(wal_at_checkpoint);
+            let due = !asked.is_empty() || {
+                let st = self.state.read();
+                let full_unwritten = st
+                    .segments
+                    .iter()
+                    .any(|s| s.sealed && s.persisted.is_none());
+                let behind = st.applied_lsn > self.manifest.checkpoint_lsn;
+                full_unwritten
+                    || (behind && wal_grown >= self.settings.checkpoint_wal_bytes)
+                    || (behind && last_checkpoint.elapsed() >= interval)
+                    || optimizer::plan(&st, threshold).is_some()
+            };
+            if !due || (asked.is_empty() && retry_at.is_some_and(|t| Instant::now() < t)) {
+                continue;
+            }
+            let result = self.checkpoint();
+            for reply in asked {
+                let _ = reply.send(match &result {
+                    Ok(o) => Ok(*o),
+                    Err(e) => Err(crate::error::ShardError::Unavailable {
+                        key: self.key.clone(),
+                        reason: format!("checkpoint failed: {e}"),
+                    }),
+                });
+            }
+            match result {
+                Ok(Outcome::Stopped) => return,
+                Ok(_) => {
+                    retry_at = None;
+                    last_checkpoint = Instant::now();
+                    wal_at_checkpoint = self.wal_files.appended_bytes();
+                    *self.last_error.lock() = None;
+                }
+                Err(e) => {
+                    tracing::error!(replica = %self.key, error = %e, "checkpoint failed; retrying later (the WAL keeps every change)");
+                    self.counters
+                        .checkpoint_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    *self.last_error.lock() = Some(e.to_string());
+                    retry_at = Some(Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn count_repair(&self, relinked: usize) {
+        if relinked > 0 {
+            self.counters
+                .repair_relinked
+                .fetch_add(relinked as u64, Ordering::Relaxed);
+        }
+        self.counters.repair_passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Seal, optimise, write the manifest, then delete what it makes obsolete.
+    pub fn checkpoint(&mut self) -> Result<Outcome> {
+        let lsn = checkpoint::seal(&self.state);
+        let threshold = self.settings.compaction_threshold;
+        loop {
+            let plan = optimizer::plan(&self.state.read(), threshold);
+            let Some(sources) = plan else { break };
+            let Some(merged) = optimizer::build(&self.state, &sources, &self.stop)? else {
+                return Ok(Outcome::Stopped);
+            };
+            let rows = merged.origin.len();
+            crash_point!("merge::before_install");
+            let id = self.state.write().install(merged)?;
+            self.counters.merges.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(replica = %self.key, sources = ?sources, segment = id, rows, "merged segments");
+        }
+        let (outcome, manifest) =
+            checkpoint::write(&self.dir, &self.state, &self.manifest, lsn, &self.stop)?;
+        let Some(manifest) = manifest else {
+            return Ok(outcome);
+        };
+        self.manifest = manifest;
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .checkpoint_lsn
+            .store(lsn, Ordering::Relaxed);
+        self.counters
+            .segment_bytes
+            .store(self.manifest.disk_bytes(), Ordering::Relaxed);
+        crash_point!("checkpoint::before_wal_removal");
+        let (files, _) = self.wal_files.remove_through(lsn)?;
+        self.counters
+            .wal_files_removed
+            .fetch_add(files as u64, Ordering::Relaxed);
+        collect_garbage(&self.dir, &self.manifest)?;
+        tracing::debug!(replica = %self.key, lsn, wal_files_removed = files, "checkpoint written");
+        Ok(outcome)
+    }
+}
+
+fn requester(s: Signal) -> Option<std::sync::mpsc::Sender<Result<Outcome>>> {
+    match s {
+        Signal::NewRows => None,
+        Signal::Checkpoint(reply) => Some(reply),
+    }
+}

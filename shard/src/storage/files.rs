@@ -1,0 +1,98 @@
+//! Durable file writes and checked reads.
+//!
+//! A file is written whole, `fsync`ed, and only then referenced; a replaced file is written
+//! beside its target and renamed over it, then the directory is `fsync`ed, so a crash leaves
+//! either the old or the new version, never a mix.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, ShardError};
+
+/// Length and CRC32C of a file, as recorded in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// Bytes.
+    pub len: u64,
+    /// CRC32C (Castagnoli) of every byte.
+    pub crc: u32,
+}
+
+impl FileSum {
+    /// The sum of `bytes`.
+    pub fn of(bytes: &[u8]) -> FileSum {
+        FileSum {
+            len: bytes.len() as u64,
+            crc: crc32c::crc32c(bytes),
+        }
+    }
+}
+
+/// An I/O error on `path`.
+pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
+    move |source| ShardError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Damage found in `path`.
+pub fn corrupt(path: &Path, reason: impl Into<String>) -> ShardError {
+    ShardError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Create `path` with `bytes` and `fsync` it (not its directory). Returns its sum.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<FileSum> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    Ok(FileSum::of(bytes))
+}
+
+/// `fsync` a directory, so entries created, renamed or removed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    crate::wal::io::sync_dir(dir).map_err(io_err(dir))
+}
+
+/// Replace `path` with `bytes` atomically: temporary file, `fsync`, rename, directory `fsync`.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    write_new(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Read `path` whole and check it against `sum`.
+pub fn read_checked(path: &Path, sum: &FileSum) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    if bytes.len() as u64 != sum.len {
+        return Err(corrupt(
+            path,
+            format!("has {} bytes, the manifest says {}", bytes.len(), sum.len),
+        ));
+    }
+    let crc = crc32c::crc32c(&bytes);
+    if crc != sum.crc {
+        return Err(corrupt(
+            path,
+            format!("checksum {crc:08x} does not match the manifest's {:08x}", sum.crc),
+        ));
+    }
+    Ok(bytes)
+}
