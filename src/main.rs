@@ -185,7 +185,9 @@ fn main() -> anyhow::Result<()> {
 
 /// A fraction in (0, 1].
 fn parse_fraction(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
     if v > 0.0 && v <= 1.0 {
         Ok(v)
     } else {

@@ -277,12 +277,13 @@ impl longbow_common::http::Health for ShardNode {
             "counter",
             stats.iter().map(|(_, n)| n).sum(),
         );
-        let counter = |f: &dyn Fn(&crate::replica::background::Counters) -> &std::sync::atomic::AtomicU64| {
-            replicas
-                .iter()
-                .map(|r| f(r.counters()).load(std::sync::atomic::Ordering::Relaxed))
-                .sum::<u64>()
-        };
+        let counter =
+            |f: &dyn Fn(&crate::replica::background::Counters) -> &std::sync::atomic::AtomicU64| {
+                replicas
+                    .iter()
+                    .map(|r| f(r.counters()).load(std::sync::atomic::Ordering::Relaxed))
+                    .sum::<u64>()
+            };
         gauge(
             "longbow_shard_checkpoints_total",
             "Checkpoints written (segments sealed to files, manifest switched)",

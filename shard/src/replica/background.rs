@@ -195,9 +195,7 @@ impl Background {
         };
         self.manifest = manifest;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .checkpoint_lsn
-            .store(lsn, Ordering::Relaxed);
+        self.counters.checkpoint_lsn.store(lsn, Ordering::Relaxed);
         self.counters
             .segment_bytes
             .store(self.manifest.disk_bytes(), Ordering::Relaxed);

@@ -193,7 +193,11 @@ impl Replica {
             shard: info.shard,
         };
         let manifest = Manifest::load(dir)?.unwrap_or_default();
-        let schema = match manifest.payload_schema.as_ref().or(meta.payload_schema.as_ref()) {
+        let schema = match manifest
+            .payload_schema
+            .as_ref()
+            .or(meta.payload_schema.as_ref())
+        {
             Some(s) => PayloadSchema::from_schema(&decode_schema(s)?)?,
             None => PayloadSchema::default(),
         };

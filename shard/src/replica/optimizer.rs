@@ -20,8 +20,8 @@ use parking_lot::RwLock;
 use super::indexer::INDEX_CHUNK;
 use super::state::{Merged, ReplicaState};
 use crate::error::{Result, ShardError};
-use crate::storage::sealed::merge_payload;
 use crate::segment::SegmentIndex;
+use crate::storage::sealed::merge_payload;
 
 /// A segment is small below this fraction of the segment capacity.
 pub const SMALL_FRACTION: usize = 8;
@@ -51,24 +51,33 @@ pub fn plan(st: &ReplicaState, threshold: f64) -> Option<Vec<u32>> {
             .or_default()
             .push((s.live_rows(), s.id));
     }
-    tiers.into_values().find(|t| t.len() >= MERGE_FACTOR).map(|mut t| {
-        t.sort_unstable();
-        t.truncate(MAX_MERGE);
-        t.into_iter().map(|(_, id)| id).collect()
-    })
+    tiers
+        .into_values()
+        .find(|t| t.len() >= MERGE_FACTOR)
+        .map(|mut t| {
+            t.sort_unstable();
+            t.truncate(MAX_MERGE);
+            t.into_iter().map(|(_, id)| id).collect()
+        })
 }
 
 /// Build the segment that replaces `sources`: their live rows, relinked. `None` if shutdown
 /// began meanwhile.
-pub fn build(state: &RwLock<ReplicaState>, sources: &[u32], stop: &AtomicBool) -> Result<Option<Merged>> {
+pub fn build(
+    state: &RwLock<ReplicaState>,
+    sources: &[u32],
+    stop: &AtomicBool,
+) -> Result<Option<Merged>> {
     let (info, schema, seed, parts) = {
         let st = state.read();
         let mut parts = Vec::new();
         for &id in sources {
-            let seg = st
-                .slot(id)
-                .map(|i| &st.segments[i])
-                .ok_or_else(|| ShardError::Contract(longbow_common::ContractError::invalid("merge", format!("segment {id} is gone"))))?;
+            let seg = st.slot(id).map(|i| &st.segments[i]).ok_or_else(|| {
+                ShardError::Contract(longbow_common::ContractError::invalid(
+                    "merge",
+                    format!("segment {id} is gone"),
+                ))
+            })?;
             parts.push((
                 id,
                 seg.index.clone(),
@@ -78,7 +87,12 @@ pub fn build(state: &RwLock<ReplicaState>, sources: &[u32], stop: &AtomicBool) -
                 seg.last_lsn,
             ));
         }
-        (st.info.clone(), st.schema.clone(), st.segment_seed(st.next_segment), parts)
+        (
+            st.info.clone(),
+            st.schema.clone(),
+            st.segment_seed(st.next_segment),
+            parts,
+        )
     };
     let mut origin = Vec::new();
     let mut vectors = Vec::new();
@@ -96,15 +110,24 @@ pub fn build(state: &RwLock<ReplicaState>, sources: &[u32], stop: &AtomicBool) -
             ids.push(seg_ids[o as usize].clone());
         }
         let all = merge_payload(store, &schema, index.len())?;
-        payloads.push(arrow_select::take::take_record_batch(&all, &UInt32Array::from(live))?);
+        payloads.push(arrow_select::take::take_record_batch(
+            &all,
+            &UInt32Array::from(live),
+        )?);
     }
     let target = schema.to_arrow();
     let payload = arrow_select::concat::concat_batches(&target, &payloads)?;
-    let index = SegmentIndex::new(info.dim, origin.len().max(1), info.metric, &info.index, seed)
-        .map_err(|source| ShardError::Io {
-            path: "segment memory".into(),
-            source,
-        })?;
+    let index = SegmentIndex::new(
+        info.dim,
+        origin.len().max(1),
+        info.metric,
+        &info.index,
+        seed,
+    )
+    .map_err(|source| ShardError::Io {
+        path: "segment memory".into(),
+        source,
+    })?;
     if !origin.is_empty() {
         index.append(&vectors);
     }

@@ -194,7 +194,10 @@ impl ReplicaState {
             let idv = self.segments[pos].ids[off as usize].clone();
             if let Some(old) = self.ids.insert(idv, Loc { seg: id, off }) {
                 // Never written so; keep the newer version rather than two live ones.
-                tracing::warn!(segment = id, "an id was live in two sealed segments; keeping the newer");
+                tracing::warn!(
+                    segment = id,
+                    "an id was live in two sealed segments; keeping the newer"
+                );
                 self.tombstone(old);
             }
         }
@@ -229,7 +232,13 @@ impl ReplicaState {
             }
             let idv = &merged.ids[new_off];
             match self.ids.get_mut(idv) {
-                Some(loc) if *loc == (Loc { seg: sid, off: soff }) => {
+                Some(loc)
+                    if *loc
+                        == (Loc {
+                            seg: sid,
+                            off: soff,
+                        }) =>
+                {
                     *loc = Loc {
                         seg: id,
                         off: new_off as u32,

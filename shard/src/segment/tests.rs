@@ -165,13 +165,8 @@ fn a_loaded_segment_answers_exactly_like_the_one_written() {
     let copy = data[..dim].to_vec();
     data.extend_from_slice(&copy);
     let seg = build(&data, dim, Metric::L2, &IndexParams::default());
-    let loaded = SegmentIndex::load(
-        dim,
-        Metric::L2,
-        &seg.encode_vectors(),
-        &seg.encode_graph(),
-    )
-    .expect("load");
+    let loaded = SegmentIndex::load(dim, Metric::L2, &seg.encode_vectors(), &seg.encode_graph())
+        .expect("load");
     assert_eq!((loaded.len(), loaded.indexed()), (seg.len(), seg.indexed()));
     assert_eq!(loaded.reachable(), seg.reachable());
     assert_eq!(loaded.encode_graph(), seg.encode_graph());

@@ -91,7 +91,10 @@ pub fn read_checked(path: &Path, sum: &FileSum) -> Result<Vec<u8>> {
     if crc != sum.crc {
         return Err(corrupt(
             path,
-            format!("checksum {crc:08x} does not match the manifest's {:08x}", sum.crc),
+            format!(
+                "checksum {crc:08x} does not match the manifest's {:08x}",
+                sum.crc
+            ),
         ));
     }
     Ok(bytes)

@@ -43,7 +43,11 @@ pub struct LoadedSegment {
 
 /// The payload of a segment as one batch with every column of `schema` (columns a chunk
 /// lacks become nulls, which filters treat exactly like a missing column).
-pub fn merge_payload(store: &PayloadStore, schema: &PayloadSchema, rows: usize) -> Result<RecordBatch> {
+pub fn merge_payload(
+    store: &PayloadStore,
+    schema: &PayloadSchema,
+    rows: usize,
+) -> Result<RecordBatch> {
     let target = schema.to_arrow();
     let mut parts = Vec::with_capacity(store.chunks().len());
     for (_, chunk) in store.chunks() {
@@ -58,7 +62,11 @@ pub fn merge_payload(store: &PayloadStore, schema: &PayloadSchema, rows: usize) 
             })
             .collect();
         let opts = RecordBatchOptions::new().with_row_count(Some(chunk.num_rows()));
-        parts.push(RecordBatch::try_new_with_options(target.clone(), arrays, &opts)?);
+        parts.push(RecordBatch::try_new_with_options(
+            target.clone(),
+            arrays,
+            &opts,
+        )?);
     }
     let merged = if parts.is_empty() {
         RecordBatch::try_new_with_options(
@@ -76,7 +84,10 @@ pub fn merge_payload(store: &PayloadStore, schema: &PayloadSchema, rows: usize) 
     if merged.num_rows() != rows {
         return Err(corrupt(
             Path::new("payload"),
-            format!("segment payload has {} rows, expected {rows}", merged.num_rows()),
+            format!(
+                "segment payload has {} rows, expected {rows}",
+                merged.num_rows()
+            ),
         ));
     }
     Ok(merged)
@@ -103,7 +114,10 @@ fn read_ipc_file(path: &Path, bytes: Vec<u8>, rows: usize) -> Result<RecordBatch
         _ => arrow_select::concat::concat_batches(&schema, &batches)?,
     };
     if batch.num_rows() != rows {
-        return Err(corrupt(path, format!("has {} rows, expected {rows}", batch.num_rows())));
+        return Err(corrupt(
+            path,
+            format!("has {} rows, expected {rows}", batch.num_rows()),
+        ));
     }
     Ok(batch)
 }
@@ -137,8 +151,13 @@ pub fn write_segment(
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let id_schema = Schema::new(vec![Field::new(columns::ID, info.id_type.data_type(), false)]);
-    let id_batch = RecordBatch::try_new(Arc::new(id_schema), vec![ids_to_array(ids, info.id_type)])?;
+    let id_schema = Schema::new(vec![Field::new(
+        columns::ID,
+        info.id_type.data_type(),
+        false,
+    )]);
+    let id_batch =
+        RecordBatch::try_new(Arc::new(id_schema), vec![ids_to_array(ids, info.id_type)])?;
     let entry = SegmentEntry {
         id,
         rows: rows as u64,
@@ -179,7 +198,10 @@ pub fn load_segment(dir: &Path, entry: &SegmentEntry, info: &ReplicaInfo) -> Res
         .map_err(|reason| corrupt(&graph_path, reason))?;
     drop((vectors, graph));
     if index.len() != rows {
-        return Err(corrupt(&seg, format!("holds {} vectors, the manifest says {rows}", index.len())));
+        return Err(corrupt(
+            &seg,
+            format!("holds {} vectors, the manifest says {rows}", index.len()),
+        ));
     }
     let ids_path = seg.join(IDS);
     let id_batch = read_ipc_file(&ids_path, read_checked(&ids_path, &entry.ids)?, rows)?;
@@ -189,7 +211,11 @@ pub fn load_segment(dir: &Path, entry: &SegmentEntry, info: &ReplicaInfo) -> Res
     let ids = ids_from_array(id_col.as_ref(), info.id_type)
         .map_err(|e| corrupt(&ids_path, e.to_string()))?;
     let payload_path = seg.join(PAYLOAD);
-    let payload = read_ipc_file(&payload_path, read_checked(&payload_path, &entry.payload)?, rows)?;
+    let payload = read_ipc_file(
+        &payload_path,
+        read_checked(&payload_path, &entry.payload)?,
+        rows,
+    )?;
     let tombstones = match &entry.deletes {
         None => Bitset::with_len(rows),
         Some(d) => {

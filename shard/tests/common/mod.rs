@@ -13,6 +13,8 @@ use longbow_common::{IdType, IndexParams, Metric};
 use longbow_shard::replica::ReplicaSettings;
 use longbow_shard::{NodeConfig, ShardNode};
 
+pub mod npy;
+
 /// A node over `dir` with small segments so tests cross segment boundaries.
 pub fn open_node(dir: &Path, segment_capacity: usize) -> ShardNode {
     ShardNode::open(NodeConfig {
@@ -21,6 +23,7 @@ pub fn open_node(dir: &Path, segment_capacity: usize) -> ShardNode {
             segment_capacity,
             wal_segment_bytes: 1 << 20,
             commit_queue: 1024,
+            ..ReplicaSettings::default()
         },
     })
     .expect("open node")

@@ -61,7 +61,9 @@ impl Reader<'_> {
         for (i, (slot, b)) in dst.iter().zip(bytes.chunks_exact(4)).enumerate() {
             let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             if !check(i, v) {
-                return Err(format!("graph file has an invalid word {v} at list slot {i}"));
+                return Err(format!(
+                    "graph file has an invalid word {v} at list slot {i}"
+                ));
             }
             slot.store(v, Ordering::Relaxed);
         }
@@ -122,7 +124,9 @@ impl Graph {
         let graph = Graph::new(capacity, m, ef_construction, seed).map_err(|e| e.to_string())?;
         let entry = r.u64()?;
         if entry != NO_ENTRY && (entry & 0xFFFF_FFFF) as usize >= nodes {
-            return Err(format!("graph file has an entry point {entry:#x} beyond {nodes}"));
+            return Err(format!(
+                "graph file has an entry point {entry:#x} beyond {nodes}"
+            ));
         }
         graph.entry.store(entry, Ordering::Release);
         graph.has_dups.store(r.u32()? != 0, Ordering::Release);
@@ -147,7 +151,9 @@ impl Graph {
         for _ in 0..count {
             let n = r.u32()?;
             if n as usize >= nodes {
-                return Err(format!("graph file lists upper layers of node {n} beyond {nodes}"));
+                return Err(format!(
+                    "graph file lists upper layers of node {n} beyond {nodes}"
+                ));
             }
             let levels = graph.level_of(n);
             graph.alloc_upper(n, levels);
@@ -156,7 +162,10 @@ impl Graph {
             }
         }
         if r.pos != buf.len() {
-            return Err(format!("graph file has {} trailing bytes", buf.len() - r.pos));
+            return Err(format!(
+                "graph file has {} trailing bytes",
+                buf.len() - r.pos
+            ));
         }
         Ok(graph)
     }
