@@ -75,7 +75,7 @@ impl Bitset {
 
     /// Read [`Bitset::to_bytes`] back; `None` unless `bytes` is a whole number of words.
     pub fn from_bytes(bytes: &[u8]) -> Option<Bitset> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return None;
         }
         let words = bytes

@@ -53,7 +53,13 @@ pub struct Local {
 impl Local {
     /// Start with `shards` shard nodes over `dir`; waits (bounded) for the ready line.
     pub fn start(dir: &Path, shards: u32) -> Local {
+        Local::start_with(dir, shards, &[], &[])
+    }
+
+    /// [`Local::start`] with more arguments and environment variables.
+    pub fn start_with(dir: &Path, shards: u32, args: &[&str], env: &[(&str, &str)]) -> Local {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_longbow"));
+        cmd.envs(env.iter().copied());
         cmd.args([
             "local",
             "--data-port",
@@ -67,6 +73,7 @@ impl Local {
         .arg(shards.to_string())
         .arg("--data-dir")
         .arg(dir)
+        .args(args)
         .env("LONGBOW_LOG", "warn");
         let (child, line) = spawn_until_first_line(cmd);
         let word = |key: &str| {

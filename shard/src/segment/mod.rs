@@ -213,7 +213,7 @@ impl SegmentIndex {
     /// A sealed segment loaded from its files (see [`SegmentIndex::encode_vectors`] and
     /// [`SegmentIndex::encode_graph`]), fully indexed, without linking anything.
     pub fn load(dim: usize, metric: Metric, vectors: &[u8], graph: &[u8]) -> Result<Self, String> {
-        if dim == 0 || vectors.len() % (dim * 4) != 0 {
+        if dim == 0 || !vectors.len().is_multiple_of(dim * 4) {
             return Err(format!(
                 "vector file has {} bytes, not a multiple of {dim} floats",
                 vectors.len()

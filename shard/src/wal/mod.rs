@@ -395,4 +395,57 @@ mod tests {
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains(&format!("offset {second}")), "{msg}");
     }
+
+    #[test]
+    fn files_a_checkpoint_covers_are_removed_and_the_rest_replays() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut wal, _) = open(tmp.path(), 256);
+        for i in 0..50u32 {
+            wal.append(1, &[i as u8; 40]);
+            wal.commit().expect("commit");
+        }
+        let files = list_files(tmp.path()).expect("list");
+        let before = wal.disk_bytes();
+        // Checkpoint at 30: every file whose entries all are <= 30 goes.
+        let (removed, bytes) = wal.files().remove_through(30).expect("remove");
+        let left = list_files(tmp.path()).expect("list");
+        assert_eq!(removed, files.len() - left.len());
+        assert!(removed > 0);
+        assert_eq!(wal.disk_bytes(), before - bytes);
+        assert!(left[0].0 <= 31, "entry 31 is still on disk");
+        drop(wal);
+        let (wal, found) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 30).expect("open");
+        assert_eq!(found.first().map(|e| e.lsn), Some(31));
+        assert_eq!(found.len(), 20);
+        assert_eq!(wal.last_lsn(), 50);
+        // Even a checkpoint past the end keeps the file being appended to.
+        wal.files().remove_through(u64::MAX).expect("remove");
+        assert_eq!(list_files(tmp.path()).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn a_gap_between_the_checkpoint_and_the_log_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut wal, _) = open(tmp.path(), 256);
+        for i in 0..20u32 {
+            wal.append(1, &[i as u8; 40]);
+            wal.commit().expect("commit");
+        }
+        wal.files().remove_through(15).expect("remove");
+        drop(wal);
+        let first = list_files(tmp.path()).expect("list")[0].0;
+        assert!(first > 3);
+        let err = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 2)
+            .err()
+            .expect("entries 3.. are missing");
+        assert!(err.to_string().contains("resumes at"), "{err}");
+    }
+
+    #[test]
+    fn the_lsn_sequence_continues_after_the_checkpoint_when_no_entry_is_left() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut wal, found) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 77).expect("open");
+        assert!(found.is_empty());
+        assert_eq!(wal.append(1, b"next"), 78);
+    }
 }

@@ -116,7 +116,7 @@ impl Graph {
         let ef_construction = r.u32()? as usize;
         let seed = r.u64()?;
         let stored = r.u32()? as usize;
-        if stored != nodes || m < 2 || m > 1024 || capacity < nodes {
+        if stored != nodes || !(2..=1024).contains(&m) || capacity < nodes {
             return Err(format!(
                 "graph file is for {stored} nodes with m = {m}; expected {nodes} nodes"
             ));
@@ -136,7 +136,7 @@ impl Graph {
         // Slot 0 of each list is its length, the others neighbour offsets.
         let list_word = |max: u32| {
             move |i: usize, v: u32| {
-                if i % (1 + max as usize) == 0 {
+                if i.is_multiple_of(1 + max as usize) {
                     v <= max
                 } else {
                     (v as usize) < nodes
