@@ -8,6 +8,10 @@
 //! | DoAction `ReplicaStats` | [`ReplicaKey`] → [`ReplicaStats`] |
 //! | DoAction `ListReplicas` | `{}` → `[ReplicaInfo]` |
 //! | DoAction `DeleteRows` | [`DeleteRequest`] → [`DeleteResponse`] |
+//! | DoAction `Checkpoint` | [`ReplicaKey`] → [`CheckpointReply`] |
+//! | DoAction `CreateSnapshot` | [`SnapshotRequest`] → [`SnapshotPart`] |
+//! | DoAction `RestoreReplica` | [`RestoreReplicaRequest`] → [`ReplicaInfo`] |
+//! | DoAction `DeleteSnapshot` | [`DeleteSnapshotRequest`] → `{"deleted": bool}` |
 //! | DoPut, descriptor CMD [`WriteCommand`] | batches of `id`, `vector`, payload → one `PutResult` per batch with [`WriteAck`] JSON, sent once the batch is durable |
 //! | DoExchange, descriptor CMD [`SearchCommand`] | batches of query `vector`s → result batches (`query_id`, `id`, `distance`, `score`, columns) sorted by `(query_id, distance)` |
 //! | DoGet, ticket [`ShardTicket`] | `get` by ids or `scan` with filter → record batches |
@@ -31,8 +35,17 @@ pub const ACTION_LIST_REPLICAS: &str = "ListReplicas";
 /// Action deleting rows by ids or filter.
 pub const ACTION_DELETE_ROWS: &str = "DeleteRows";
 
+/// Action sealing and checkpointing one replica now.
+pub const ACTION_CHECKPOINT: &str = "Checkpoint";
+/// Action snapshotting one replica (a checkpoint, then hard links of its files).
+pub const ACTION_CREATE_SNAPSHOT: &str = "CreateSnapshot";
+/// Action creating a replica from a snapshot held by this node.
+pub const ACTION_RESTORE_REPLICA: &str = "RestoreReplica";
+/// Action deleting every part of a snapshot held by this node.
+pub const ACTION_DELETE_SNAPSHOT: &str = "DeleteSnapshot";
+
 /// Every action with its description, as ListActions reports them.
-pub const ACTIONS: [(&str, &str); 5] = [
+pub const ACTIONS: [(&str, &str); 9] = [
     (
         ACTION_CREATE_REPLICA,
         "Create a replica: {namespace, shard, dim, metric, id_type, index, payload_schema}",
@@ -53,7 +66,77 @@ pub const ACTIONS: [(&str, &str); 5] = [
         ACTION_DELETE_ROWS,
         "Delete rows by ids or filter: {namespace, shard, ids | filter}",
     ),
+    (
+        ACTION_CHECKPOINT,
+        "Seal and checkpoint one replica now: {namespace, shard} -> {lsn, written}",
+    ),
+    (
+        ACTION_CREATE_SNAPSHOT,
+        "Snapshot one replica at a checkpoint: {namespace, shard, snapshot} -> {shard, lsn, rows, disk_bytes}",
+    ),
+    (
+        ACTION_RESTORE_REPLICA,
+        "Create a replica from a snapshot part on this node: {snapshot, shard, namespace}",
+    ),
+    (
+        ACTION_DELETE_SNAPSHOT,
+        "Delete every part of a snapshot on this node: {snapshot} -> {deleted}",
+    ),
 ];
+
+/// Result of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointReply {
+    /// The checkpoint LSN now durable.
+    pub lsn: u64,
+    /// Whether a new manifest was written (false: nothing changed since the last one).
+    pub written: bool,
+}
+
+/// Snapshot one replica under the id `snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// Namespace name.
+    pub namespace: String,
+    /// Shard number.
+    pub shard: u32,
+    /// Snapshot id (chosen by the coordinator; a plain file name).
+    pub snapshot: String,
+}
+
+/// One shard's part of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    /// Shard number.
+    pub shard: u32,
+    /// Checkpoint LSN the part holds.
+    pub lsn: u64,
+    /// Live rows in it.
+    pub rows: u64,
+    /// Bytes of its files.
+    pub disk_bytes: u64,
+}
+
+/// Create replica `namespace`/`shard` from part `shard` of snapshot `snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreReplicaRequest {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Shard number (the same in the snapshot and the new replica).
+    pub shard: u32,
+    /// Namespace the new replica belongs to.
+    pub namespace: String,
+}
+
+/// Delete snapshot `snapshot` from this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSnapshotRequest {
+    /// Snapshot id.
+    pub snapshot: String,
+}
 
 /// Names one replica: a shard of a namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -18,6 +18,12 @@ pub enum ShardError {
     /// The replica exists already.
     #[error("replica {0} already exists on this shard node")]
     ReplicaExists(ReplicaKey),
+    /// No part of this snapshot on this shard node.
+    #[error("snapshot {0} has no part on this shard node")]
+    SnapshotNotFound(String),
+    /// The snapshot part exists already.
+    #[error("snapshot {0} already has this part on this shard node")]
+    SnapshotExists(String),
     /// The replica cannot take writes (its WAL failed, or it is shutting down).
     #[error("replica {key} is unavailable: {reason}")]
     Unavailable {
@@ -57,8 +63,12 @@ impl ErrorExt for ShardError {
     fn status_code(&self) -> StatusCode {
         match self {
             ShardError::Contract(_) => StatusCode::InvalidArgument,
-            ShardError::ReplicaNotFound(_) => StatusCode::NotFound,
-            ShardError::ReplicaExists(_) => StatusCode::AlreadyExists,
+            ShardError::ReplicaNotFound(_) | ShardError::SnapshotNotFound(_) => {
+                StatusCode::NotFound
+            }
+            ShardError::ReplicaExists(_) | ShardError::SnapshotExists(_) => {
+                StatusCode::AlreadyExists
+            }
             ShardError::Unavailable { .. } => StatusCode::Unavailable,
             ShardError::Wal(_)
             | ShardError::Io { .. }

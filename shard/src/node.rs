@@ -3,20 +3,25 @@
 //! Layout: `<data_dir>/replicas/<namespace>/<shard>/{replica.json, wal/}`. At start-up every
 //! replica directory is opened and its WAL replayed; a replica that cannot be opened stops
 //! start-up (serving without it would silently hide acknowledged data). The node holds an
-//! exclusive lock on its data directory (`<data_dir>/LOCK`) while it runs.
+//! exclusive lock on its data directory (`<data_dir>/LOCK`) while it runs. Snapshot parts
+//! live under `<data_dir>/snapshots/<snapshot>/<shard>/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use longbow_common::model::validate_dim;
-use longbow_common::shard_api::{decode_schema, CreateReplicaRequest, ReplicaInfo, ReplicaKey};
+use longbow_common::shard_api::{
+    decode_schema, CreateReplicaRequest, ReplicaInfo, ReplicaKey, RestoreReplicaRequest,
+    SnapshotPart, SnapshotRequest,
+};
 use longbow_common::ContractError;
 use parking_lot::RwLock;
 
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
 use crate::replica::{Replica, ReplicaSettings};
+use crate::storage::snapshot::part_dir;
 use crate::wal::{LogBackend, StdBackend};
 
 /// Node configuration.
@@ -42,6 +47,11 @@ pub fn validate_namespace(name: &str) -> Result<(), ContractError> {
     longbow_common::model::validate_namespace("namespace", name)
 }
 
+/// Check a snapshot id: it names a directory, so it follows the namespace rule.
+pub fn validate_snapshot_id(id: &str) -> Result<(), ContractError> {
+    longbow_common::model::validate_namespace("snapshot", id)
+}
+
 impl ShardNode {
     /// Open the node: create the data directory if needed and open every replica in it.
     pub fn open(config: NodeConfig) -> Result<ShardNode> {
@@ -52,6 +62,7 @@ impl ShardNode {
             path: root.clone(),
             source,
         })?;
+        crate::storage::snapshot::clean_leftovers(&config.data_dir)?;
         let mut replicas = BTreeMap::new();
         for ns in read_dirs(&root)? {
             for shard_dir in read_dirs(&ns)? {
@@ -159,6 +170,54 @@ impl ShardNode {
             source,
         })?;
         Ok(())
+    }
+
+    /// Snapshot one replica: a checkpoint, then hard links of its files under
+    /// `<data-dir>/snapshots/<snapshot>/<shard>/`. Blocks while the checkpoint is written.
+    pub fn create_snapshot(&self, req: &SnapshotRequest) -> Result<SnapshotPart> {
+        validate_snapshot_id(&req.snapshot)?;
+        let replica = self.replica(&ReplicaKey {
+            namespace: req.namespace.clone(),
+            shard: req.shard,
+        })?;
+        let dest = part_dir(&self.config.data_dir, &req.snapshot, req.shard);
+        if dest.exists() {
+            return Err(ShardError::SnapshotExists(req.snapshot.clone()));
+        }
+        replica.snapshot(dest)
+    }
+
+    /// Create a replica from a snapshot part this node holds.
+    pub fn restore_replica(&self, req: &RestoreReplicaRequest) -> Result<Arc<Replica>> {
+        validate_snapshot_id(&req.snapshot)?;
+        validate_namespace(&req.namespace)?;
+        let key = ReplicaKey {
+            namespace: req.namespace.clone(),
+            shard: req.shard,
+        };
+        let part = part_dir(&self.config.data_dir, &req.snapshot, req.shard);
+        if !part.exists() {
+            return Err(ShardError::SnapshotNotFound(req.snapshot.clone()));
+        }
+        let mut replicas = self.replicas.write();
+        if replicas.contains_key(&key) {
+            return Err(ShardError::ReplicaExists(key));
+        }
+        let replica = Arc::new(Replica::restore(
+            &part,
+            &self.replica_dir(&key),
+            &req.namespace,
+            &self.config.replica,
+            self.backend.clone(),
+        )?);
+        replicas.insert(key, replica.clone());
+        Ok(replica)
+    }
+
+    /// Delete every part of a snapshot on this node; whether there was one.
+    pub fn delete_snapshot(&self, id: &str) -> Result<bool> {
+        validate_snapshot_id(id)?;
+        crate::storage::snapshot::delete(&self.config.data_dir, id)
     }
 
     /// This node's stable identity, created on first use and kept in `node.json`.

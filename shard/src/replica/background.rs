@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use longbow_common::shard_api::ReplicaKey;
+use longbow_common::shard_api::{ReplicaKey, SnapshotPart};
 use parking_lot::{Mutex, RwLock};
 
 use super::checkpoint::{self, Outcome};
@@ -54,6 +54,14 @@ pub enum Signal {
     NewRows,
     /// Write a checkpoint now and report its outcome (tests, snapshots, operators).
     Checkpoint(std::sync::mpsc::Sender<Result<Outcome>>),
+    /// Write a checkpoint, then link its files into this snapshot part directory.
+    Snapshot(PathBuf, std::sync::mpsc::Sender<Result<SnapshotPart>>),
+}
+
+/// A caller waiting for the next checkpoint.
+enum Waiter {
+    Checkpoint(std::sync::mpsc::Sender<Result<Outcome>>),
+    Snapshot(PathBuf, std::sync::mpsc::Sender<Result<SnapshotPart>>),
 }
 
 /// Everything the background thread owns.
@@ -134,14 +142,8 @@ impl Background {
                 continue;
             }
             let result = self.checkpoint();
-            for reply in asked {
-                let _ = reply.send(match &result {
-                    Ok(o) => Ok(*o),
-                    Err(e) => Err(crate::error::ShardError::Unavailable {
-                        key: self.key.clone(),
-                        reason: format!("checkpoint failed: {e}"),
-                    }),
-                });
+            for waiter in asked {
+                self.answer(waiter, &result);
             }
             match result {
                 Ok(Outcome::Stopped) => return,
@@ -161,6 +163,54 @@ impl Background {
                 }
             }
         }
+    }
+
+    fn answer(&self, waiter: Waiter, result: &Result<Outcome>) {
+        let failed = |e: &dyn std::fmt::Display| crate::error::ShardError::Unavailable {
+            key: self.key.clone(),
+            reason: format!("checkpoint failed: {e}"),
+        };
+        match waiter {
+            Waiter::Checkpoint(reply) => {
+                let _ = reply.send(match result {
+                    Ok(o) => Ok(*o),
+                    Err(e) => Err(failed(e)),
+                });
+            }
+            Waiter::Snapshot(dest, reply) => {
+                let _ = reply.send(match result {
+                    Ok(Outcome::Stopped) => Err(failed(&"shutting down")),
+                    Ok(_) => self.snapshot_part(&dest),
+                    Err(e) => Err(failed(e)),
+                });
+            }
+        }
+    }
+
+    /// Link the files of the durable checkpoint into snapshot part directory `dest`.
+    fn snapshot_part(&self, dest: &std::path::Path) -> Result<SnapshotPart> {
+        use crate::storage::snapshot::{link_files, publish};
+        let meta_path = self.dir.join(super::META_FILE);
+        let meta = std::fs::read(&meta_path).map_err(crate::storage::files::io_err(&meta_path))?;
+        let parent = dest.parent().unwrap_or(std::path::Path::new("."));
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = parent.join(format!(".{name}.tmp"));
+        std::fs::create_dir_all(parent).map_err(crate::storage::files::io_err(parent))?;
+        let bytes = link_files(&self.dir, &self.manifest, &meta, super::META_FILE, &tmp)?;
+        crash_point!("snapshot::before_publish");
+        publish(&tmp, dest)?;
+        let rows = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| s.rows - s.deletes.as_ref().map_or(0, |d| d.count))
+            .sum();
+        Ok(SnapshotPart {
+            shard: self.key.shard,
+            lsn: self.manifest.checkpoint_lsn,
+            rows,
+            disk_bytes: bytes,
+        })
     }
 
     fn count_repair(&self, relinked: usize) {
@@ -210,9 +260,10 @@ impl Background {
     }
 }
 
-fn requester(s: Signal) -> Option<std::sync::mpsc::Sender<Result<Outcome>>> {
+fn requester(s: Signal) -> Option<Waiter> {
     match s {
         Signal::NewRows => None,
-        Signal::Checkpoint(reply) => Some(reply),
+        Signal::Checkpoint(reply) => Some(Waiter::Checkpoint(reply)),
+        Signal::Snapshot(dest, reply) => Some(Waiter::Snapshot(dest, reply)),
     }
 }

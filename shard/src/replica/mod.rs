@@ -24,7 +24,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use longbow_common::ids::ids_from_array;
 use longbow_common::shard_api::{
-    decode_schema, encode_schema, ReplicaInfo, ReplicaKey, ReplicaStats,
+    decode_schema, encode_schema, ReplicaInfo, ReplicaKey, ReplicaStats, SnapshotPart,
 };
 use longbow_common::vectors::{vectors_from_array, Vectors};
 use longbow_common::{columns, ContractError, Filter, IdValue, Metric};
@@ -76,7 +76,8 @@ impl Default for ReplicaSettings {
     }
 }
 
-const META_FILE: &str = "replica.json";
+/// File holding what a replica is.
+pub(crate) const META_FILE: &str = "replica.json";
 const WAL_DIR: &str = "wal";
 
 #[derive(Serialize, Deserialize)]
@@ -324,9 +325,60 @@ impl Replica {
         rx.recv().map_err(|_| self.unavailable("shutting down"))?
     }
 
+    /// LSN of the durable checkpoint.
+    pub fn checkpoint_lsn(&self) -> u64 {
+        self.counters.checkpoint_lsn.load(Ordering::Relaxed)
+    }
+
     /// Why the last checkpoint failed, until one succeeds.
     pub fn checkpoint_error(&self) -> Option<String> {
         self.checkpoint_error.lock().clone()
+    }
+
+    /// Snapshot this replica into part directory `dest` (which must not exist): a
+    /// checkpoint, then hard links of its files. Blocks: call it off the async runtime.
+    pub fn snapshot(&self, dest: PathBuf) -> Result<SnapshotPart> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sender = self
+            .signal
+            .lock()
+            .clone()
+            .ok_or_else(|| self.unavailable("shutting down"))?;
+        sender
+            .send(Signal::Snapshot(dest, tx))
+            .map_err(|_| self.unavailable("shutting down"))?;
+        rx.recv().map_err(|_| self.unavailable("shutting down"))?
+    }
+
+    /// Create replica `namespace` in `dir` (which must not exist) from snapshot part `part`,
+    /// linking its files, and start it.
+    pub fn restore(
+        part: &Path,
+        dir: &Path,
+        namespace: &str,
+        settings: &ReplicaSettings,
+        backend: Arc<dyn LogBackend>,
+    ) -> Result<Replica> {
+        let meta_path = part.join(META_FILE);
+        let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let mut meta: ReplicaMeta =
+            serde_json::from_slice(&bytes).map_err(|e| ShardError::Corrupt {
+                path: meta_path.clone(),
+                reason: e.to_string(),
+            })?;
+        meta.info.namespace = namespace.to_string();
+        let rewritten = serde_json::to_vec_pretty(&meta).map_err(|e| ShardError::Corrupt {
+            path: meta_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let manifest = crate::storage::snapshot::part_manifest(part)?;
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = parent.join(format!(".restoring-{name}"));
+        crate::storage::snapshot::link_files(part, &manifest, &rewritten, META_FILE, &tmp)?;
+        crate::storage::snapshot::publish(&tmp, dir)?;
+        Replica::open(dir, settings, backend)
     }
 
     /// Counters of checkpoints, merges and repairs.

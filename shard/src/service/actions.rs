@@ -2,9 +2,11 @@
 
 use arrow_flight::Action;
 use longbow_common::shard_api::{
-    parse_json, CreateReplicaRequest, DeleteRequest, DeleteResponse, ReplicaKey, ACTIONS,
-    ACTION_CREATE_REPLICA, ACTION_DELETE_ROWS, ACTION_DROP_REPLICA, ACTION_LIST_REPLICAS,
-    ACTION_REPLICA_STATS,
+    parse_json, CheckpointReply, CreateReplicaRequest, DeleteRequest, DeleteResponse,
+    DeleteSnapshotRequest, ReplicaKey, RestoreReplicaRequest, SnapshotRequest, ACTIONS,
+    ACTION_CHECKPOINT, ACTION_CREATE_REPLICA, ACTION_CREATE_SNAPSHOT, ACTION_DELETE_ROWS,
+    ACTION_DELETE_SNAPSHOT, ACTION_DROP_REPLICA, ACTION_LIST_REPLICAS, ACTION_REPLICA_STATS,
+    ACTION_RESTORE_REPLICA,
 };
 use longbow_common::{ErrorExt, Filter, IdValue};
 use tonic::Status;
@@ -81,6 +83,43 @@ pub(super) async fn handle(svc: &ShardService, action: Action) -> Result<Vec<u8>
             }
             let (lsn, deleted) = replica.delete(ids, filter).await?;
             to_json(&DeleteResponse { deleted, lsn })
+        }
+        ACTION_CHECKPOINT => {
+            let key: ReplicaKey = parse_json("Checkpoint body", body).map_err(|e| e.to_status())?;
+            let replica = svc.replica(&key.namespace, key.shard)?;
+            let outcome = blocking(move || replica.checkpoint()).await?;
+            use crate::replica::CheckpointOutcome;
+            let (lsn, written) = match outcome {
+                CheckpointOutcome::Written(lsn) => (lsn, true),
+                CheckpointOutcome::Unchanged => (
+                    svc.replica(&key.namespace, key.shard)?.checkpoint_lsn(),
+                    false,
+                ),
+                CheckpointOutcome::Stopped => {
+                    return Err(Status::unavailable("the shard node is shutting down"))
+                }
+            };
+            to_json(&CheckpointReply { lsn, written })
+        }
+        ACTION_CREATE_SNAPSHOT => {
+            let req: SnapshotRequest =
+                parse_json("CreateSnapshot body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            to_json(&blocking(move || node.create_snapshot(&req)).await?)
+        }
+        ACTION_RESTORE_REPLICA => {
+            let req: RestoreReplicaRequest =
+                parse_json("RestoreReplica body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            let replica = blocking(move || node.restore_replica(&req)).await?;
+            to_json(replica.info())
+        }
+        ACTION_DELETE_SNAPSHOT => {
+            let req: DeleteSnapshotRequest =
+                parse_json("DeleteSnapshot body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            let deleted = blocking(move || node.delete_snapshot(&req.snapshot)).await?;
+            to_json(&serde_json::json!({ "deleted": deleted }))
         }
         other => {
             let known: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();

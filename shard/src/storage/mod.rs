@@ -16,6 +16,7 @@
 pub mod files;
 pub mod manifest;
 pub mod sealed;
+pub mod snapshot;
 
 pub use files::FileSum;
 pub use manifest::{Manifest, SegmentEntry};
