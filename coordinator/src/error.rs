@@ -15,6 +15,9 @@ pub enum CoordinatorError {
     /// No such record.
     #[error("{0}")]
     RecordNotFound(String),
+    /// No such snapshot (or not one of the namespace named).
+    #[error("{0}")]
+    SnapshotNotFound(String),
     /// The namespace exists already.
     #[error("namespace {} already exists", longbow_common::error::quote(.0))]
     NamespaceExists(String),
@@ -62,9 +65,9 @@ impl ErrorExt for CoordinatorError {
     fn status_code(&self) -> StatusCode {
         match self {
             CoordinatorError::Contract(_) => StatusCode::InvalidArgument,
-            CoordinatorError::NamespaceNotFound(_) | CoordinatorError::RecordNotFound(_) => {
-                StatusCode::NotFound
-            }
+            CoordinatorError::NamespaceNotFound(_)
+            | CoordinatorError::RecordNotFound(_)
+            | CoordinatorError::SnapshotNotFound(_) => StatusCode::NotFound,
             CoordinatorError::PartialWrite { failed, .. } => failed.status_code(),
             CoordinatorError::NamespaceExists(_) => StatusCode::AlreadyExists,
             CoordinatorError::Unimplemented(_) => StatusCode::Unimplemented,
@@ -85,6 +88,7 @@ impl ErrorExt for CoordinatorError {
             CoordinatorError::Contract(_) => "invalid_argument",
             CoordinatorError::NamespaceNotFound(_) => "namespace_not_found",
             CoordinatorError::RecordNotFound(_) => "record_not_found",
+            CoordinatorError::SnapshotNotFound(_) => "snapshot_not_found",
             CoordinatorError::NamespaceExists(_) => "namespace_exists",
             CoordinatorError::Unimplemented(_) => "unimplemented",
             CoordinatorError::Unavailable(_) => "unavailable",

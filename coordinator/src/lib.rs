@@ -3,7 +3,7 @@
 //!
 //! Layering: [`catalog`] (pure state) ← [`raft`] (replication and storage) ← [`node`] (the
 //! coordinator: limits, liveness, shard connections) ← request modules ([`namespaces`],
-//! [`ingest`], [`search`], [`reads`]) ← [`service`] (client Flight API) and [`internal`]
+//! [`ingest`], [`search`], [`reads`], [`snapshots`]) ← [`service`] (client Flight API) and [`internal`]
 //! (peer and shard-node API). The coordinator never links shard code: it talks to shards
 //! over Flight, also inside `longbow local`.
 
@@ -21,6 +21,7 @@ pub mod search;
 pub mod server;
 pub mod service;
 pub mod shards;
+pub mod snapshots;
 
 pub use error::CoordinatorError;
 pub use node::{Coordinator, CoordinatorConfig};

@@ -99,6 +99,8 @@ pub struct Coordinator {
     heartbeats: Mutex<HashMap<NodeId, Instant>>,
     /// Serialises payload-schema growth.
     pub(crate) schema_lock: tokio::sync::Mutex<()>,
+    /// When this process started (Unix ms): snapshots it began before are cut off.
+    pub started_ms: u64,
     /// Held for the life of the coordinator: no second process opens its catalog.
     _lock: longbow_common::dirlock::DirLock,
 }
@@ -116,6 +118,7 @@ impl Coordinator {
         group.wait_leader(Duration::from_secs(10)).await?;
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
         Ok(Arc::new(Coordinator {
+            started_ms: crate::snapshots::now_ms(),
             _lock: lock,
             config,
             group,

@@ -65,6 +65,40 @@ pub struct ShardNodeInfo {
     pub address: String,
 }
 
+/// Where one shard's part of a snapshot lives, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotShard {
+    /// Shard number.
+    pub shard: u32,
+    /// Node holding the part.
+    pub node: NodeId,
+    /// Checkpoint LSN of the part.
+    pub lsn: u64,
+    /// Live rows in it.
+    pub rows: u64,
+    /// Bytes of its files.
+    pub disk_bytes: u64,
+}
+
+/// A snapshot of a namespace: one checkpoint of every shard, kept as hard links on the nodes
+/// that held the shards. Listed once complete; a pending one is being taken, or was cut off
+/// (and is removed by the next sweep).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Snapshot id (a plain name, unique in the catalog).
+    pub id: String,
+    /// The namespace as it was (name, dimension, metric, schema, placement).
+    pub namespace: NamespaceMeta,
+    /// When it was taken (Unix milliseconds, chosen by the coordinator that took it).
+    pub created_ms: u64,
+    /// The coordinator taking it.
+    pub owner: u64,
+    /// Whether every shard's part is durable.
+    pub complete: bool,
+    /// One part per shard (filled in when complete).
+    pub parts: Vec<SnapshotShard>,
+}
+
 /// A change to the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
@@ -103,6 +137,20 @@ pub enum CatalogCommand {
         /// New schema (base64 Arrow IPC).
         payload_schema: String,
     },
+    /// Record a snapshot being taken (pending).
+    BeginSnapshot(SnapshotMeta),
+    /// Mark a pending snapshot complete with its parts.
+    CompleteSnapshot {
+        /// Snapshot id.
+        id: String,
+        /// One part per shard.
+        parts: Vec<SnapshotShard>,
+    },
+    /// Forget a snapshot.
+    DeleteSnapshot {
+        /// Snapshot id.
+        id: String,
+    },
 }
 
 /// Outcome of applying a command.
@@ -126,6 +174,9 @@ pub struct Catalog {
     /// Shard nodes by id.
     pub nodes: BTreeMap<NodeId, ShardNodeInfo>,
     next_node_id: NodeId,
+    /// Snapshots by id (pending and complete).
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, SnapshotMeta>,
 }
 
 impl Catalog {
@@ -186,6 +237,25 @@ impl Catalog {
                     CatalogResponse::Ok
                 }
                 None => CatalogResponse::NotFound(name.clone()),
+            },
+            CatalogCommand::BeginSnapshot(meta) => {
+                if self.snapshots.contains_key(&meta.id) {
+                    return CatalogResponse::AlreadyExists(meta.id.clone());
+                }
+                self.snapshots.insert(meta.id.clone(), meta.clone());
+                CatalogResponse::Ok
+            }
+            CatalogCommand::CompleteSnapshot { id, parts } => match self.snapshots.get_mut(id) {
+                Some(s) => {
+                    s.complete = true;
+                    s.parts = parts.clone();
+                    CatalogResponse::Ok
+                }
+                None => CatalogResponse::NotFound(id.clone()),
+            },
+            CatalogCommand::DeleteSnapshot { id } => match self.snapshots.remove(id) {
+                Some(_) => CatalogResponse::Ok,
+                None => CatalogResponse::NotFound(id.clone()),
             },
         }
     }

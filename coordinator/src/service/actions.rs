@@ -18,7 +18,7 @@ use crate::node::Coordinator;
 use crate::reads::{DeleteRecords, GetRecords};
 
 /// Every action with its description (ListActions).
-pub const ACTIONS: [(&str, &str); 15] = [
+pub const ACTIONS: [(&str, &str); 17] = [
     ("CreateNamespace", "Create a namespace: {name, dim, metric, id_type, shards, replication_factor, index: {m, ef_construction, ef_search}}; without dim it is declared and its first write fixes dim, metric and id type"),
     ("DeleteNamespace", "Delete a namespace and all its data: {name} -> {deleted, status}"),
     ("delete-dataset", "Longbow 0.1: delete a namespace: {dataset} -> bytes 'deleted'"),
@@ -28,10 +28,12 @@ pub const ACTIONS: [(&str, &str); 15] = [
     ("Delete", "Delete records: {namespace, ids | filter} -> {deleted}; Longbow 0.1's {dataset, id} -> bytes 'deleted' (NOT_FOUND for an unknown id); also spelled 'delete'"),
     ("VectorSearch", "Search: {namespace, vector | vectors, k, ef, filter, columns} -> Arrow IPC stream bytes, one result per query"),
     ("VectorSearchByID", "Search with a stored record's vector: {namespace, id, k, ef, filter, columns} -> Arrow IPC stream bytes (the record itself excluded); with dataset: {ids, scores}"),
-    ("Snapshot", "Snapshot a namespace (not available yet: arrives with the data lifecycle work)"),
-    ("ListSnapshots", "List snapshots (not available yet: arrives with the data lifecycle work)"),
-    ("RestoreSnapshot", "Restore a snapshot (not available yet: arrives with the data lifecycle work)"),
-    ("ForceSnapshot", "Longbow 0.1: snapshot everything (not available yet: arrives with the data lifecycle work)"),
+    ("Snapshot", "Snapshot a namespace, every shard at a checkpoint: {namespace} -> {snapshot, namespace, created_ms, rows, disk_bytes, shards: [{shard, node, lsn, rows, disk_bytes}]}"),
+    ("ListSnapshots", "Complete snapshots, oldest first: {namespace?} -> {snapshots: [...], count}"),
+    ("RestoreSnapshot", "Restore a snapshot: {namespace, snapshot, target?, replace?} -> {restored, snapshot, rows}; into target (default: namespace), which must not exist unless replace is true"),
+    ("DeleteSnapshot", "Delete a snapshot and its files: {snapshot, namespace?} -> {deleted}"),
+    ("ForceSnapshot", "Longbow 0.1: snapshot every namespace -> {status, snapshots: [id]}"),
+    ("Checkpoint", "Seal and checkpoint every shard of a namespace now: {namespace} -> {namespace, shards: [{shard, lsn, written}]}"),
     ("check_readiness", "{namespace?} -> {status: READY | BUSY | NOT_FOUND, ...}; READY once every acknowledged write is in the graph; no namespace: every namespace"),
     ("cluster-status", "Coordinator Raft state, shard nodes and their liveness, namespace count; Longbow 0.1's {self, members, count}"),
 ];
@@ -55,6 +57,8 @@ pub fn canonical(kind: &str) -> Option<&'static str> {
         "listsnapshots" => "ListSnapshots",
         "restoresnapshot" => "RestoreSnapshot",
         "forcesnapshot" => "ForceSnapshot",
+        "deletesnapshot" | "dropsnapshot" => "DeleteSnapshot",
+        "checkpoint" => "Checkpoint",
         "checkreadiness" => "check_readiness",
         "clusterstatus" => "cluster-status",
         _ => return None,
@@ -169,12 +173,8 @@ async fn run(coord: &Coordinator, action: Action) -> Result<Vec<Vec<u8>>> {
         "Delete" => one(delete(coord, body).await),
         "VectorSearch" => vector_search(coord, body).await,
         "VectorSearchByID" => one(search_by_id(coord, body).await),
-        "Snapshot" | "ListSnapshots" | "RestoreSnapshot" | "ForceSnapshot" => {
-            Err(CoordinatorError::Unimplemented(format!(
-                "{kind} is not available yet: consistent per-shard snapshots arrive with the \
-                 data lifecycle work (sealed segments and checkpoints)"
-            )))
-        }
+        "Snapshot" | "ListSnapshots" | "RestoreSnapshot" | "DeleteSnapshot" | "ForceSnapshot"
+        | "Checkpoint" => one(super::snapshots::handle(coord, kind, body).await),
         "check_readiness" => {
             let req: requests::ReadinessBody =
                 fold(&requests::NAMESPACE_NAME, body)?.into_typed("")?;

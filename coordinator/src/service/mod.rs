@@ -10,6 +10,7 @@ mod exchange;
 mod flights;
 mod longbow;
 pub mod requests;
+mod snapshots;
 mod streams;
 
 pub use actions::ACTIONS;

@@ -178,8 +178,32 @@ pub const PUT_COMMAND: Shape = Shape {
     aliases: &[("dataset", "namespace"), ("name", "namespace")],
 };
 
+/// `RestoreSnapshot`.
+pub const RESTORE_SNAPSHOT: Shape = Shape {
+    what: "RestoreSnapshot body",
+    keys: &["namespace", "snapshot", "target", "replace"],
+    aliases: &[
+        ("name", "namespace"),
+        ("dataset", "namespace"),
+        ("snapshot_id", "snapshot"),
+    ],
+};
+
+/// `DeleteSnapshot` (the namespace is optional; when given, the snapshot must be of it).
+pub const DELETE_SNAPSHOT: Shape = Shape {
+    what: "DeleteSnapshot body",
+    keys: &["snapshot", "namespace"],
+    aliases: &[
+        ("name", "namespace"),
+        ("dataset", "namespace"),
+        ("snapshot_id", "snapshot"),
+    ],
+};
+
 /// Every shape, for the table-driven test of strictness.
-pub const ALL: [&Shape; 13] = [
+pub const ALL: [&Shape; 15] = [
+    &RESTORE_SNAPSHOT,
+    &DELETE_SNAPSHOT,
     &CREATE_NAMESPACE,
     &NAMESPACE_NAME,
     &NO_KEYS,
@@ -339,6 +363,31 @@ pub struct CreateNamespaceBody {
 pub struct NameBody {
     /// Namespace.
     pub name: String,
+}
+
+/// `RestoreSnapshot`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestoreBody {
+    /// The namespace the snapshot is of.
+    pub namespace: String,
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Namespace to restore into (default: `namespace`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Replace the target namespace if it exists.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// `DeleteSnapshot`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeleteSnapshotBody {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// The namespace it must be of.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// `check_readiness` (no name: every namespace).
