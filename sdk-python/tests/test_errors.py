@@ -52,7 +52,7 @@ def test_each_server_error_has_its_code_retry_flag_and_status(client: LongbowCli
             "unimplemented",
             False,
             "UNIMPLEMENTED",
-            lambda: client.snapshot("err-codes"),
+            lambda: client._action("NoSuchAction", {}),
         ),
     ]
     for cls, code, retryable, status, call in cases:

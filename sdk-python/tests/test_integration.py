@@ -21,7 +21,6 @@ from longbow import (
     LongbowClient,
     LongbowConnectionError,
     LongbowNotFoundError,
-    LongbowQueryError,
     LongbowValidationError,
     SearchResult,
 )
@@ -121,8 +120,8 @@ def test_errors_from_the_server_are_mapped(client: LongbowClient) -> None:
         client.search("errs", vecs(1, 3)[0], filter={"field": "tag", "op": "~", "value": 1})
     with pytest.raises(LongbowValidationError):
         client.search("errs", vecs(1, 3)[0], k=0)
-    with pytest.raises(LongbowQueryError, match="not available yet"):
-        client.snapshot("errs")
+    with pytest.raises(LongbowNotFoundError, match="snapshot"):
+        client.restore_snapshot("errs", "no-such-snapshot", target="errs-copy")
     with pytest.raises(LongbowNotFoundError, match="create=True"):
         client.insert("errs-typo", {"id": 1, "vector": vecs(1, 2)[0].tolist()})
     assert client.insert("errs-new", {"id": 1, "vector": vecs(1, 2)[0].tolist()}, create=True) == 1
@@ -176,3 +175,28 @@ def test_async_client_has_the_same_methods(server: object) -> None:
             assert await c.delete("async", ids=[3]) == 1
 
     asyncio.run(run())
+
+
+def test_a_snapshot_restores_exactly_its_records(client: LongbowClient) -> None:
+    client.create_namespace("snap", DIM, shards=2)
+    v = vecs(300, 11)
+    client.insert("snap", [{"id": i, "vector": v[i].tolist(), "tag": "old"} for i in range(200)])
+    snap = client.snapshot("snap")
+    assert (snap.namespace, snap.rows, len(snap.shards)) == ("snap", 200, 2)
+    assert snap.created_at.year >= 2024
+    # After the snapshot: new records, replaced records, deleted records.
+    client.insert("snap", [{"id": i, "vector": v[i].tolist(), "tag": "new"} for i in range(100, 300)])
+    client.delete("snap", ids=list(range(10)))
+    assert [s.snapshot for s in client.list_snapshots("snap")] == [snap.snapshot]
+    assert client.restore_snapshot("snap", snap.snapshot, target="snap-copy") == "snap-copy"
+    restored = client.get("snap-copy", list(range(300)))
+    assert sorted(r.id for r in restored) == list(range(200))
+    assert {r.metadata["tag"] for r in restored} == {"old"}
+    with pytest.raises(LongbowAlreadyExistsError):
+        client.restore_snapshot("snap", snap.snapshot)
+    client.restore_snapshot("snap", snap.snapshot, replace=True)
+    assert client.get_info("snap").count == 200
+    assert client.checkpoint("snap")["namespace"] == "snap"
+    client.delete_snapshot(snap.snapshot, "snap")
+    assert client.list_snapshots("snap") == []
+    assert client.get_info("snap-copy").count == 200

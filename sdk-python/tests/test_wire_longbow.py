@@ -289,7 +289,10 @@ def test_delete_dataset_and_delete_namespace(conns: tuple[Any, Any]) -> None:
     assert not {"lb01-a", "lb01-b"} & set(act(meta, "ListNamespaces")["namespaces"])
 
 
-def test_force_snapshot_says_it_is_not_available_yet(conns: tuple[Any, Any]) -> None:
+def test_force_snapshot_snapshots_every_namespace(conns: tuple[Any, Any]) -> None:
     _, meta = conns
-    with pytest.raises(pa.ArrowNotImplementedError, match="not available yet"):
-        act(meta, "ForceSnapshot")
+    act(meta, "CreateNamespace", {"name": "lb01-snap", "dim": 2})
+    out = act(meta, "ForceSnapshot")
+    assert out["status"] == "snapshot created"
+    listed = act(meta, "ListSnapshots", {"namespace": "lb01-snap"})
+    assert listed["count"] == 1 and listed["snapshots"][0]["snapshot"] in out["snapshots"]

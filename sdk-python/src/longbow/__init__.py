@@ -15,7 +15,16 @@ from .errors import (
     LongbowUnimplementedError,
     LongbowValidationError,
 )
-from .models import IndexOptions, IndexStats, NamespaceInfo, Record, SearchResult, Vector
+from .models import (
+    IndexOptions,
+    IndexStats,
+    NamespaceInfo,
+    Record,
+    SearchResult,
+    SnapshotInfo,
+    SnapshotShard,
+    Vector,
+)
 from .pool import ConnectionPool
 
 __version__ = "0.1.0"
@@ -40,5 +49,7 @@ __all__ = [
     "NamespaceInfo",
     "Record",
     "SearchResult",
+    "SnapshotInfo",
+    "SnapshotShard",
     "Vector",
 ]

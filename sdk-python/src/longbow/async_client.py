@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 
 from .client import Columns, LongbowClient
-from .models import IdType, IndexOptions, IndexStats, Metric, NamespaceInfo, Record, RecordId, SearchResult
+from .models import (
+    IdType,
+    IndexOptions,
+    IndexStats,
+    Metric,
+    NamespaceInfo,
+    Record,
+    RecordId,
+    SearchResult,
+    SnapshotInfo,
+)
 from .results import Output
 
 
@@ -79,9 +89,27 @@ class AsyncLongbowClient:
         """See `LongbowClient.delete_namespace`."""
         await asyncio.to_thread(self._sync.delete_namespace, name)
 
-    async def snapshot(self, name: str) -> Any:
+    async def snapshot(self, name: str) -> SnapshotInfo:
         """See `LongbowClient.snapshot`."""
         return await asyncio.to_thread(self._sync.snapshot, name)
+
+    async def list_snapshots(self, name: str | None = None) -> list[SnapshotInfo]:
+        """See `LongbowClient.list_snapshots`."""
+        return await asyncio.to_thread(self._sync.list_snapshots, name)
+
+    async def restore_snapshot(
+        self, name: str, snapshot: str, target: str | None = None, replace: bool = False
+    ) -> str:
+        """See `LongbowClient.restore_snapshot`."""
+        return await asyncio.to_thread(self._sync.restore_snapshot, name, snapshot, target, replace)
+
+    async def delete_snapshot(self, snapshot: str, name: str | None = None) -> None:
+        """See `LongbowClient.delete_snapshot`."""
+        await asyncio.to_thread(self._sync.delete_snapshot, snapshot, name)
+
+    async def checkpoint(self, name: str) -> dict[str, Any]:
+        """See `LongbowClient.checkpoint`."""
+        return await asyncio.to_thread(self._sync.checkpoint, name)
 
     async def cluster_status(self) -> dict[str, Any]:
         """See `LongbowClient.cluster_status`."""

@@ -36,6 +36,7 @@ from .models import (
     Record,
     RecordId,
     SearchResult,
+    SnapshotInfo,
     check_k,
 )
 from .pool import ConnectionPool, Connections
@@ -198,10 +199,40 @@ class LongbowClient:
         self._action("DeleteNamespace", {"name": name}, idempotent=False)
         self._namespaces.pop(name, None)
 
-    def snapshot(self, name: str) -> Any:
-        """Snapshot a namespace (raises `LongbowUnimplementedError` while the server lacks
-        snapshots)."""
-        return self._action("Snapshot", {"name": name}, idempotent=False)
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Snapshot a namespace: every shard checkpoints and keeps its files at that point.
+        Restore it later with `restore_snapshot`, also after the namespace was deleted."""
+        return SnapshotInfo.model_validate(self._action("Snapshot", {"namespace": name}, idempotent=False))
+
+    def list_snapshots(self, name: str | None = None) -> list[SnapshotInfo]:
+        """Complete snapshots of one namespace, or of all, oldest first."""
+        body = {} if name is None else {"namespace": name}
+        return [SnapshotInfo.model_validate(s) for s in self._action("ListSnapshots", body)["snapshots"]]
+
+    def restore_snapshot(
+        self, name: str, snapshot: str, target: str | None = None, replace: bool = False
+    ) -> str:
+        """Restore `snapshot` of namespace `name` into `target` (default: `name`); an existing
+        target is replaced only with `replace=True`. Returns the restored namespace's name."""
+        body: dict[str, Any] = {"namespace": name, "snapshot": snapshot, "replace": replace}
+        if target is not None:
+            body["target"] = target
+        restored: str = self._action("RestoreSnapshot", body, idempotent=False)["restored"]
+        self._namespaces.pop(restored, None)
+        return restored
+
+    def delete_snapshot(self, snapshot: str, name: str | None = None) -> None:
+        """Delete a snapshot and its files (when `name` is given, it must be a snapshot of it)."""
+        body: dict[str, Any] = {"snapshot": snapshot}
+        if name is not None:
+            body["namespace"] = name
+        self._action("DeleteSnapshot", body, idempotent=False)
+
+    def checkpoint(self, name: str) -> dict[str, Any]:
+        """Seal and checkpoint every shard of a namespace now (a restart then replays nothing
+        written before this call)."""
+        result: dict[str, Any] = self._action("Checkpoint", {"namespace": name})
+        return result
 
     def cluster_status(self) -> dict[str, Any]:
         """Coordinator Raft state, shard nodes and their liveness."""

@@ -4,6 +4,7 @@ before anything is sent (dimension, finiteness, id type, k bounds)."""
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
@@ -91,6 +92,32 @@ class IndexStats(BaseModel):
     indexing_lag: int
     shards: int
     payload_columns: list[str] = Field(default_factory=list)
+
+
+class SnapshotShard(BaseModel):
+    """One shard's part of a snapshot."""
+
+    shard: int
+    node: int
+    lsn: int
+    rows: int
+    disk_bytes: int
+
+
+class SnapshotInfo(BaseModel):
+    """A snapshot of a namespace: every shard at a checkpoint."""
+
+    snapshot: str
+    namespace: str
+    created_ms: int
+    rows: int
+    disk_bytes: int
+    shards: list[SnapshotShard] = Field(default_factory=list)
+
+    @property
+    def created_at(self) -> datetime:
+        """When it was taken (UTC)."""
+        return datetime.fromtimestamp(self.created_ms / 1000, tz=timezone.utc)
 
 
 class IndexOptions(BaseModel):
