@@ -5,48 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const DIM: usize = 4;
-
-fn coordinator(dir: &Path) -> (Child, String, String) {
-    let (child, line) = spawn_until_first_line(longbow_cmd(COORDINATOR_ARGS, dir));
-    let word = |key: &str| {
-        line.split(&format!("{key} "))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{key} in {line}"))
-            .to_string()
-    };
-    (child, format!("http://{}", word("data")), word("internal"))
-}
-
-fn shard(dir: &Path, coordinator: &str) -> Child {
-    let mut cmd = longbow_cmd(SHARD_ARGS, dir);
-    cmd.arg("--coordinator").arg(coordinator);
-    spawn_until_first_line(cmd).0
-}
-
-async fn live_nodes(c: &mut arrow_flight::FlightClient) -> usize {
-    let s = action(c, "cluster-status", serde_json::json!({}))
-        .await
-        .expect("cluster-status");
-    s["shard_nodes"]
-        .as_array()
-        .map_or(0, |n| n.iter().filter(|n| n["live"] == true).count())
-}
-
-async fn wait_live(c: &mut arrow_flight::FlightClient, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while live_nodes(c).await != n {
-        assert!(Instant::now() < deadline, "{n} live shard nodes");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn count(c: &mut arrow_flight::FlightClient) -> u64 {
     action(c, "GetNamespace", serde_json::json!({"name": "pw"}))

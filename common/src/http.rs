@@ -1,5 +1,7 @@
 //! The HTTP side port of every role: `/metrics` (Prometheus text), `/healthz` (the process
-//! is up) and `/readyz` (it can serve: a Raft leader is known and shard nodes are live).
+//! is up: `ok`, or `degraded: <why>` while it serves with a fault such as a full disk) and
+//! `/readyz` (it can serve: every replica opened, a Raft leader known, every shard node that
+//! holds replicas registered; the body adds details such as how far indexing is behind).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +18,14 @@ pub trait Health: Send + Sync + 'static {
     fn metrics_text(&self) -> String;
     /// `None` when ready, or the reason it is not.
     fn not_ready(&self) -> Option<String>;
+    /// Lines `name value` added to a ready answer (for example indexing lag).
+    fn ready_detail(&self) -> String {
+        String::new()
+    }
+    /// `Some(why)` while the role serves with a fault (reads work, writes may not).
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 async fn metrics(State(h): State<Arc<dyn Health>>) -> impl IntoResponse {
@@ -28,13 +38,16 @@ async fn metrics(State(h): State<Arc<dyn Health>>) -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(h): State<Arc<dyn Health>>) -> String {
+    match h.degraded() {
+        None => "ok\n".to_string(),
+        Some(why) => format!("degraded: {why}\n"),
+    }
 }
 
 async fn readyz(State(h): State<Arc<dyn Health>>) -> impl IntoResponse {
     match h.not_ready() {
-        None => (StatusCode::OK, "ready\n".to_string()),
+        None => (StatusCode::OK, format!("ready\n{}", h.ready_detail())),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

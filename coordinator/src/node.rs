@@ -171,6 +171,25 @@ impl Coordinator {
             .ok_or_else(|| CoordinatorError::NamespaceNotFound(name.to_string()))
     }
 
+    /// The current address of shard node `node`, or why it cannot be called: not in the
+    /// catalog, or not registered since this coordinator started (its catalog address is
+    /// from an earlier run and may belong to another process by now).
+    pub fn node_addr(&self, node: NodeId) -> std::result::Result<String, String> {
+        if !self.heartbeats.lock().contains_key(&node) {
+            return Err(format!(
+                "its node {node} has not registered with this coordinator since it started; \
+                 retry shortly"
+            ));
+        }
+        self.group
+            .catalog
+            .read()
+            .nodes
+            .get(&node)
+            .map(|n| n.address.clone())
+            .ok_or_else(|| format!("its node {node} is not registered"))
+    }
+
     /// The address of the node holding shard `shard`'s primary.
     pub fn primary_addr(&self, ns: &NamespaceMeta, shard: u32) -> Result<ShardTarget> {
         let set = ns.placement.get(shard as usize).ok_or_else(|| {
@@ -179,19 +198,9 @@ impl Coordinator {
                 ns.name
             ))
         })?;
-        let addr = self
-            .group
-            .catalog
-            .read()
-            .nodes
-            .get(&set.primary)
-            .map(|n| n.address.clone())
-            .ok_or_else(|| {
-                CoordinatorError::Unavailable(format!(
-                    "namespace '{}' shard {shard}: its node {} is not registered",
-                    ns.name, set.primary
-                ))
-            })?;
+        let addr = self.node_addr(set.primary).map_err(|why| {
+            CoordinatorError::Unavailable(format!("namespace '{}' shard {shard}: {why}", ns.name))
+        })?;
         Ok(ShardTarget {
             namespace: ns.name.clone(),
             shard,

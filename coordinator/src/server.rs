@@ -50,10 +50,34 @@ impl Health for Coordinator {
         if leader.is_none() {
             return Some("no catalog Raft leader".into());
         }
-        if self.live_nodes().is_empty() {
+        let live = self.live_nodes();
+        // Every node holding replicas must have registered: until then its shards answer
+        // UNAVAILABLE, so the coordinator is not ready to serve them.
+        let cat = self.group.catalog.read();
+        let mut waiting: Vec<u64> = cat
+            .namespaces
+            .values()
+            .flat_map(|ns| &ns.placement)
+            .map(|r| r.primary)
+            .filter(|n| !live.contains(n))
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        if !waiting.is_empty() {
+            let names: Vec<String> = waiting.iter().map(|n| format!("node {n}")).collect();
+            return Some(format!(
+                "shard nodes holding replicas have not registered yet: {}",
+                names.join(", ")
+            ));
+        }
+        if live.is_empty() {
             return Some("no live shard node".into());
         }
         None
+    }
+
+    fn ready_detail(&self) -> String {
+        format!("live_shard_nodes {}\n", self.live_nodes().len())
     }
 }
 

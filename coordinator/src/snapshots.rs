@@ -206,19 +206,9 @@ impl Coordinator {
             snapshot: snap.id.clone(),
         };
         for node in Self::part_nodes(snap) {
-            let addr = self
-                .group
-                .catalog
-                .read()
-                .nodes
-                .get(&node)
-                .map(|n| n.address.clone())
-                .ok_or_else(|| {
-                    CoordinatorError::Unavailable(format!(
-                        "snapshot {}: node {node} is not registered",
-                        snap.id
-                    ))
-                })?;
+            let addr = self.node_addr(node).map_err(|why| {
+                CoordinatorError::Unavailable(format!("snapshot {}: {why}", snap.id))
+            })?;
             let to = ShardTarget {
                 namespace: snap.namespace.name.clone(),
                 shard: 0,

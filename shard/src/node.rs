@@ -415,7 +415,22 @@ impl longbow_common::http::Health for ShardNode {
         out
     }
 
+    /// A shard node serves only once every replica opened and replayed its WAL (`open`
+    /// returns after that), so it is ready whenever it answers.
     fn not_ready(&self) -> Option<String> {
         None
+    }
+
+    fn ready_detail(&self) -> String {
+        let replicas = self.replicas();
+        let lag: u64 = replicas.iter().map(|r| r.stats().indexing_lag).sum();
+        format!("replicas {}\nindexing_lag_rows {lag}\n", replicas.len())
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.replicas().iter().find_map(|r| {
+            r.checkpoint_error()
+                .map(|e| format!("replica {} cannot checkpoint: {e}", r.key()))
+        })
     }
 }

@@ -370,3 +370,42 @@ pub async fn wait_ready(c: &mut FlightClient, ns: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A `longbow coordinator` on `dir`: the child, its data URI and its internal address.
+pub fn coordinator(dir: &Path) -> (Child, String, String) {
+    let (child, line) = spawn_until_first_line(longbow_cmd(COORDINATOR_ARGS, dir));
+    let word = |key: &str| {
+        line.split(&format!("{key} "))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+            .to_string()
+    };
+    (child, format!("http://{}", word("data")), word("internal"))
+}
+
+/// A `longbow shard` on `dir` joined to the coordinator at internal address `coordinator`.
+pub fn shard(dir: &Path, coordinator: &str) -> Child {
+    let mut cmd = longbow_cmd(SHARD_ARGS, dir);
+    cmd.arg("--coordinator").arg(coordinator);
+    spawn_until_first_line(cmd).0
+}
+
+/// Shard nodes the coordinator reports live.
+pub async fn live_nodes(c: &mut arrow_flight::FlightClient) -> usize {
+    let s = action(c, "cluster-status", serde_json::json!({}))
+        .await
+        .expect("cluster-status");
+    s["shard_nodes"]
+        .as_array()
+        .map_or(0, |n| n.iter().filter(|n| n["live"] == true).count())
+}
+
+/// Wait (bounded) until `n` shard nodes are live.
+pub async fn wait_live(c: &mut arrow_flight::FlightClient, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live_nodes(c).await != n {
+        assert!(Instant::now() < deadline, "{n} live shard nodes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
