@@ -359,7 +359,8 @@ async fn bad_input_gets_precise_errors_and_the_process_keeps_serving() {
         (action(&mut meta, "CreateNamespace", json!({"name": "m", "dim": 2, "metric": "hamming"})).await.map(|_| ()), Code::InvalidArgument, "metric"),
         (action(&mut meta, "CreateNamespace", json!({"name": "m", "dim": 0})).await.map(|_| ()), Code::InvalidArgument, "dim"),
         (action(&mut meta, "Frobnicate", json!({})).await.map(|_| ()), Code::Unimplemented, "Frobnicate"),
-        (action(&mut meta, "Snapshot", json!({"name": "ok"})).await.map(|_| ()), Code::Unimplemented, "Snapshot"),
+        (action(&mut meta, "RestoreSnapshot", json!({"namespace": "ok", "snapshot": "nope-snap"})).await.map(|_| ()), Code::NotFound, "nope-snap"),
+        (action(&mut meta, "Snapshot", json!({"name": "ok", "label": 1})).await.map(|_| ()), Code::InvalidArgument, "label"),
         (action(&mut meta, "GetNamespace", json!({"name": "nope"})).await.map(|_| ()), Code::NotFound, "nope"),
     ];
     for (r, code, needle) in cases {

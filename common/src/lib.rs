@@ -7,6 +7,7 @@
 pub mod cluster_api;
 pub mod columns;
 pub mod dirlock;
+pub mod disk;
 pub mod error;
 pub mod filter;
 pub mod flight;

@@ -27,6 +27,9 @@ pub enum CoordinatorError {
     /// No live shard node can host or serve the request; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The coordinator's disk is full: the change was refused before it reached the store.
+    #[error("{0}")]
+    DiskFull(String),
     /// Too much in flight; retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
@@ -72,7 +75,9 @@ impl ErrorExt for CoordinatorError {
             CoordinatorError::NamespaceExists(_) => StatusCode::AlreadyExists,
             CoordinatorError::Unimplemented(_) => StatusCode::Unimplemented,
             CoordinatorError::Unavailable(_) | CoordinatorError::Raft(_) => StatusCode::Unavailable,
-            CoordinatorError::Overloaded(_) => StatusCode::ResourceExhausted,
+            CoordinatorError::Overloaded(_) | CoordinatorError::DiskFull(_) => {
+                StatusCode::ResourceExhausted
+            }
             CoordinatorError::Deadline(_) => StatusCode::DeadlineExceeded,
             CoordinatorError::Shard { status, .. } => match status.code() {
                 // A transport failure (connection refused, reset) reaches us as Unknown.
@@ -93,11 +98,20 @@ impl ErrorExt for CoordinatorError {
             CoordinatorError::Unimplemented(_) => "unimplemented",
             CoordinatorError::Unavailable(_) => "unavailable",
             CoordinatorError::Overloaded(_) => "overloaded",
+            CoordinatorError::DiskFull(_) => "disk_full",
             CoordinatorError::Deadline(_) => "deadline_exceeded",
             CoordinatorError::PartialWrite { .. } => "partial_write",
-            CoordinatorError::Shard { .. } => match self.status_code() {
+            CoordinatorError::Shard { status, .. } => match self.status_code() {
                 StatusCode::Unavailable => "shard_unavailable",
                 StatusCode::DeadlineExceeded => "shard_deadline_exceeded",
+                StatusCode::ResourceExhausted
+                    if status
+                        .metadata()
+                        .get(longbow_common::error::ERROR_CODE_HEADER)
+                        .is_some_and(|v| v == "disk_full") =>
+                {
+                    "disk_full"
+                }
                 code => code.default_error_code(),
             },
             CoordinatorError::Raft(_) => "catalog_unavailable",

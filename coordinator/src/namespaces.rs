@@ -11,7 +11,7 @@ use longbow_common::shard_api::{
 use longbow_common::{ContractError, IdType, IndexParams, Metric};
 use serde::Serialize;
 
-use crate::catalog::{place, CatalogCommand, CatalogResponse, NamespaceMeta};
+use crate::catalog::{place, CatalogCommand, CatalogResponse, NamespaceMeta, PendingNamespace};
 use crate::error::{CoordinatorError, Result};
 use crate::node::Coordinator;
 
@@ -130,7 +130,8 @@ impl Coordinator {
             )
             .into());
         }
-        if self.group.catalog.read().namespaces.contains_key(&req.name) {
+        self.sweep_namespaces().await;
+        if self.group.catalog.read().name_taken(&req.name) {
             return Err(CoordinatorError::NamespaceExists(req.name));
         }
         let payload_schema = match payload {
@@ -168,9 +169,43 @@ impl Coordinator {
             payload_schema,
             placement,
         };
+        if meta.is_declared() {
+            // No replicas to create: published at once.
+            return match self
+                .group
+                .write(CatalogCommand::CreateNamespace(meta.clone()))
+                .await?
+            {
+                CatalogResponse::Ok => Ok(meta),
+                CatalogResponse::AlreadyExists(n) => Err(CoordinatorError::NamespaceExists(n)),
+                other => Err(CoordinatorError::Internal(format!(
+                    "unexpected catalog reply {other:?}"
+                ))),
+            };
+        }
+        self.create_placed(&meta, self.create_replicas(&meta))
+            .await?;
+        Ok(meta)
+    }
+
+    /// Create namespace `meta` in two steps: reserve it in the catalog (not listed, not
+    /// served), run `replicas` (which creates them on the shard nodes), then publish it. A
+    /// failure drops what was created and forgets the reservation; a reservation whose
+    /// coordinator stopped half-way is rolled back by [`Coordinator::sweep_namespaces`].
+    /// So a namespace is never listed without its replicas.
+    pub(crate) async fn create_placed(
+        &self,
+        meta: &NamespaceMeta,
+        replicas: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let pending = PendingNamespace {
+            meta: meta.clone(),
+            owner: self.config.node_id,
+            since_ms: crate::snapshots::now_ms(),
+        };
         match self
             .group
-            .write(CatalogCommand::CreateNamespace(meta.clone()))
+            .write(CatalogCommand::BeginNamespace(pending))
             .await?
         {
             CatalogResponse::Ok => {}
@@ -181,15 +216,65 @@ impl Coordinator {
                 )))
             }
         }
-        if meta.is_declared() {
-            return Ok(meta);
+        let finished = match replicas.await {
+            Ok(()) => {
+                self.group
+                    .write(CatalogCommand::FinishNamespace {
+                        name: meta.name.clone(),
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(CatalogResponse::Ok) => Ok(()),
+            Ok(other) => Err(CoordinatorError::Internal(format!(
+                "unexpected catalog reply {other:?}"
+            ))),
+            Err(e) => {
+                tracing::warn!(namespace = %meta.name, error = %e, "creating the namespace failed; rolling it back");
+                self.roll_back_creation(meta).await;
+                Err(e)
+            }
         }
-        if let Err(e) = self.create_replicas(&meta).await {
-            tracing::warn!(namespace = %meta.name, error = %e, "creating replicas failed; rolling the namespace back");
-            let _ = self.delete_namespace(&meta.name).await;
-            return Err(e);
+    }
+
+    async fn roll_back_creation(&self, meta: &NamespaceMeta) {
+        self.drop_replicas(meta).await;
+        let cmd = CatalogCommand::AbortNamespace {
+            name: meta.name.clone(),
+        };
+        if let Err(e) = self.group.write(cmd).await {
+            tracing::warn!(namespace = %meta.name, error = %e, "forgetting a failed namespace creation failed; the next sweep retries");
         }
-        Ok(meta)
+    }
+
+    /// Roll back namespace creations that can no longer finish: those this coordinator began
+    /// before it (re)started, once every node they were placed on is back (so their replicas
+    /// can be dropped), and any older than ten minutes.
+    pub async fn sweep_namespaces(&self) {
+        let now = crate::snapshots::now_ms();
+        let live = self.live_nodes();
+        let stale: Vec<NamespaceMeta> = self
+            .group
+            .catalog
+            .read()
+            .creating
+            .values()
+            .filter(|p| {
+                let cut_off = p.owner == self.config.node_id
+                    && p.since_ms < self.started_ms
+                    && p.meta.placement.iter().all(|r| live.contains(&r.primary));
+                cut_off
+                    || now.saturating_sub(p.since_ms)
+                        > crate::snapshots::STALE_PENDING.as_millis() as u64
+            })
+            .map(|p| p.meta.clone())
+            .collect();
+        for meta in stale {
+            tracing::info!(namespace = %meta.name, "rolling back a namespace creation that a crash cut off");
+            self.roll_back_creation(&meta).await;
+        }
     }
 
     async fn create_replicas(&self, meta: &NamespaceMeta) -> Result<()> {

@@ -79,6 +79,12 @@ impl Health for Coordinator {
     fn ready_detail(&self) -> String {
         format!("live_shard_nodes {}\n", self.live_nodes().len())
     }
+
+    fn degraded(&self) -> Option<String> {
+        self.group
+            .disk_full()
+            .map(|why| format!("{why}: writes and namespace creation are refused, deletes work"))
+    }
 }
 
 /// A started coordinator; dropping the shutdown sender stops it.
@@ -157,11 +163,32 @@ pub async fn start(
             tracing::error!(error = %e, "http server stopped with an error");
         }
     }));
+    tasks.push(tokio::spawn(sweep_periodically(
+        coord.clone(),
+        stop(shutdown.clone()),
+    )));
     Ok(RunningCoordinator {
         coord,
         endpoints,
         tasks,
     })
+}
+
+/// How often cut-off namespace creations and snapshots are looked for.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Roll back what a crash cut off (namespace creations, snapshots), every [`SWEEP_EVERY`]
+/// until shutdown.
+async fn sweep_periodically(coord: Arc<Coordinator>, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        coord.sweep_namespaces().await;
+        coord.sweep_snapshots().await;
+    }
 }
 
 impl RunningCoordinator {

@@ -296,14 +296,16 @@ impl Coordinator {
             placement,
             ..snap.namespace.clone()
         };
-        match self
-            .group
-            .write(CatalogCommand::CreateNamespace(meta.clone()))
-            .await?
-        {
-            CatalogResponse::Ok => {}
-            CatalogResponse::AlreadyExists(n) => return Err(CoordinatorError::NamespaceExists(n)),
-            other => return Err(unexpected(other)),
+        if meta.is_declared() {
+            return match self
+                .group
+                .write(CatalogCommand::CreateNamespace(meta.clone()))
+                .await?
+            {
+                CatalogResponse::Ok => Ok(meta),
+                CatalogResponse::AlreadyExists(n) => Err(CoordinatorError::NamespaceExists(n)),
+                other => Err(unexpected(other)),
+            };
         }
         let calls = snap.parts.iter().map(|p| {
             let (meta, snap) = (&meta, &snap);
@@ -319,11 +321,11 @@ impl Coordinator {
                     .await
             }
         });
-        if let Err(e) = futures::future::try_join_all(calls).await {
-            tracing::warn!(namespace = %target, error = %e, "restoring replicas failed; rolling the namespace back");
-            let _ = self.delete_namespace(&target).await;
-            return Err(e);
-        }
+        let restore = async {
+            futures::future::try_join_all(calls).await?;
+            Ok(())
+        };
+        self.create_placed(&meta, restore).await?;
         Ok(meta)
     }
 

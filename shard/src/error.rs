@@ -32,6 +32,15 @@ pub enum ShardError {
         /// Why.
         reason: String,
     },
+    /// The disk is full: the write was refused and nothing of it was kept; retry once space
+    /// is freed (reads keep working).
+    #[error("replica {key}: the disk is full, the write was not stored ({reason}); writes resume by themselves once space is freed")]
+    DiskFull {
+        /// Which replica.
+        key: ReplicaKey,
+        /// The OS error.
+        reason: String,
+    },
     /// The WAL could not be read or written.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -60,6 +69,13 @@ pub enum ShardError {
 }
 
 impl ErrorExt for ShardError {
+    fn error_code(&self) -> &'static str {
+        match self {
+            ShardError::DiskFull { .. } => "disk_full",
+            _ => self.status_code().default_error_code(),
+        }
+    }
+
     fn status_code(&self) -> StatusCode {
         match self {
             ShardError::Contract(_) => StatusCode::InvalidArgument,
@@ -70,6 +86,7 @@ impl ErrorExt for ShardError {
                 StatusCode::AlreadyExists
             }
             ShardError::Unavailable { .. } => StatusCode::Unavailable,
+            ShardError::DiskFull { .. } => StatusCode::ResourceExhausted,
             ShardError::Wal(_)
             | ShardError::Io { .. }
             | ShardError::Corrupt { .. }

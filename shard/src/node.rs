@@ -429,8 +429,12 @@ impl longbow_common::http::Health for ShardNode {
 
     fn degraded(&self) -> Option<String> {
         self.replicas().iter().find_map(|r| {
-            r.checkpoint_error()
-                .map(|e| format!("replica {} cannot checkpoint: {e}", r.key()))
+            r.write_fault()
+                .map(|e| format!("replica {} cannot take writes: {e}", r.key()))
+                .or_else(|| {
+                    r.checkpoint_error()
+                        .map(|e| format!("replica {} cannot checkpoint: {e}", r.key()))
+                })
         })
     }
 }

@@ -99,6 +99,18 @@ pub struct SnapshotMeta {
     pub parts: Vec<SnapshotShard>,
 }
 
+/// A namespace whose replicas are being created: not listed, not served, and rolled back
+/// by a sweep if its coordinator stopped before finishing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingNamespace {
+    /// The namespace it will be.
+    pub meta: NamespaceMeta,
+    /// The coordinator creating it.
+    pub owner: u64,
+    /// When creation began (Unix ms, chosen by that coordinator).
+    pub since_ms: u64,
+}
+
 /// A change to the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
@@ -111,6 +123,18 @@ pub enum CatalogCommand {
     },
     /// Create a namespace with its placement.
     CreateNamespace(NamespaceMeta),
+    /// Reserve a namespace whose replicas are about to be created.
+    BeginNamespace(PendingNamespace),
+    /// Publish a reserved namespace once its replicas exist.
+    FinishNamespace {
+        /// Name.
+        name: String,
+    },
+    /// Forget a reserved namespace (its creation failed or was cut off).
+    AbortNamespace {
+        /// Name.
+        name: String,
+    },
     /// Delete a namespace.
     DeleteNamespace {
         /// Name.
@@ -177,9 +201,17 @@ pub struct Catalog {
     /// Snapshots by id (pending and complete).
     #[serde(default)]
     pub snapshots: BTreeMap<String, SnapshotMeta>,
+    /// Namespaces whose replicas are being created.
+    #[serde(default)]
+    pub creating: BTreeMap<String, PendingNamespace>,
 }
 
 impl Catalog {
+    /// Whether a namespace of this name exists or is being created.
+    pub fn name_taken(&self, name: &str) -> bool {
+        self.namespaces.contains_key(name) || self.creating.contains_key(name)
+    }
+
     /// Apply one command.
     pub fn apply(&mut self, cmd: &CatalogCommand) -> CatalogResponse {
         match cmd {
@@ -201,12 +233,31 @@ impl Catalog {
                 CatalogResponse::Node(id)
             }
             CatalogCommand::CreateNamespace(meta) => {
-                if self.namespaces.contains_key(&meta.name) {
+                if self.name_taken(&meta.name) {
                     return CatalogResponse::AlreadyExists(meta.name.clone());
                 }
                 self.namespaces.insert(meta.name.clone(), meta.clone());
                 CatalogResponse::Ok
             }
+            CatalogCommand::BeginNamespace(pending) => {
+                let name = &pending.meta.name;
+                if self.name_taken(name) {
+                    return CatalogResponse::AlreadyExists(name.clone());
+                }
+                self.creating.insert(name.clone(), pending.clone());
+                CatalogResponse::Ok
+            }
+            CatalogCommand::FinishNamespace { name } => match self.creating.remove(name) {
+                Some(p) => {
+                    self.namespaces.insert(name.clone(), p.meta);
+                    CatalogResponse::Ok
+                }
+                None => CatalogResponse::NotFound(name.clone()),
+            },
+            CatalogCommand::AbortNamespace { name } => match self.creating.remove(name) {
+                Some(_) => CatalogResponse::Ok,
+                None => CatalogResponse::NotFound(name.clone()),
+            },
             CatalogCommand::DeleteNamespace { name } => match self.namespaces.remove(name) {
                 Some(_) => CatalogResponse::Ok,
                 None => CatalogResponse::NotFound(name.clone()),

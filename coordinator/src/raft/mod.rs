@@ -3,6 +3,7 @@
 //! Log, vote and state machine live in `sled` ([`store`]); RPCs between coordinators travel
 //! over the internal Flight port ([`network`]). One coordinator is a one-voter cluster.
 
+pub mod disk;
 pub mod network;
 pub mod store;
 
@@ -36,6 +37,8 @@ pub struct CatalogGroup {
     pub catalog: Arc<RwLock<Catalog>>,
     /// This coordinator's Raft id.
     pub id: u64,
+    /// Refuses growth of the catalog on a full disk, keeps deletes writable.
+    disk: Arc<disk::DiskGuard>,
 }
 
 impl CatalogGroup {
@@ -76,15 +79,26 @@ impl CatalogGroup {
                 .await
                 .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
         }
-        Ok(CatalogGroup { raft, catalog, id })
+        Ok(CatalogGroup {
+            raft,
+            catalog,
+            id,
+            disk: Arc::new(disk::DiskGuard::new(dir)),
+        })
     }
 
     /// Propose a change and wait until it is committed and applied.
     pub async fn write(&self, cmd: CatalogCommand) -> Result<CatalogResponse> {
+        self.disk.admit(&cmd)?;
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
             Err(e) => Err(CoordinatorError::Raft(e.to_string())),
         }
+    }
+
+    /// Why the catalog's disk counts as full, if it does (the catalog then only deletes).
+    pub fn disk_full(&self) -> Option<String> {
+        self.disk.full()
     }
 
     /// Wait (bounded) until this node leads, so writes can be served.

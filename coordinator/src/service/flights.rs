@@ -179,12 +179,17 @@ impl Condition {
 }
 
 async fn info(coord: &Arc<Coordinator>, meta: &NamespaceMeta) -> Result<FlightInfo, Status> {
-    let schema = schema_of(meta)?;
     let count = coord
         .namespace_stats(&meta.name)
         .await
         .map(|s| s.count as i64)
         .map_err(|e| e.to_status())?;
+    info_with_count(meta, count)
+}
+
+/// A namespace's FlightInfo with `count` records (-1: unknown, Flight's convention).
+fn info_with_count(meta: &NamespaceMeta, count: i64) -> Result<FlightInfo, Status> {
+    let schema = schema_of(meta)?;
     let ticket = serde_json::json!({"scan": {"namespace": meta.name}}).to_string();
     FlightInfo::new()
         .try_with_schema(&schema)
@@ -214,7 +219,19 @@ pub(super) async fn list_flights(
         if !criteria.needs_rows() && !criteria.admits(&m.name, 0) {
             continue;
         }
-        let i = info(coord, m).await?;
+        // One namespace whose shards cannot answer must not hide all the others: it is
+        // listed with an unknown count (or left out when the criteria filter on counts).
+        let i = match info(coord, m).await {
+            Ok(i) => i,
+            Err(e) if !criteria.needs_rows() => {
+                tracing::warn!(namespace = %m.name, error = %e.message(), "listing a namespace without its row count");
+                info_with_count(m, -1)?
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %m.name, error = %e.message(), "leaving a namespace whose row count is unknown out of a listing by rows");
+                continue;
+            }
+        };
         if criteria.admits(&m.name, i.total_records.max(0) as u64) {
             out.push(i);
         }

@@ -63,6 +63,8 @@ pub struct Committer {
     pub index_signal: std::sync::mpsc::Sender<super::background::Signal>,
     /// Set to the reason once the WAL fails; the replica then refuses writes.
     pub failed: Arc<Mutex<Option<String>>>,
+    /// Set while the last commit failed on a full disk (cleared by the next that succeeds).
+    pub disk_full: Arc<Mutex<Option<String>>>,
 }
 
 impl Committer {
@@ -83,6 +85,37 @@ impl Committer {
             self.flush(&mut group);
         }
         self.flush(&mut group);
+    }
+
+    /// Answer a group whose commit failed. On a full disk the group is discarded and the
+    /// next write tries again (so writes resume by themselves once space is freed); any other
+    /// failure stops writes until a restart.
+    fn commit_failed(&mut self, e: crate::wal::WalError, group: &mut Vec<Pending>) {
+        if e.is_disk_full() {
+            match self.wal.discard_failed_group() {
+                Ok(()) => {
+                    tracing::warn!(replica = %self.key, error = %e, "disk full: write refused; writes resume once space is freed");
+                    let reason = e.to_string();
+                    *self.disk_full.lock() = Some(reason.clone());
+                    for p in group.drain(..) {
+                        let _ = p.reply.send(Err(ShardError::DiskFull {
+                            key: self.key.clone(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                    return;
+                }
+                Err(cut) => {
+                    tracing::error!(replica = %self.key, error = %cut, "could not cut the WAL back after a full disk");
+                }
+            }
+        }
+        let reason = format!("WAL write failed, replica needs a restart: {e}");
+        tracing::error!(replica = %self.key, error = %e, "WAL commit failed; refusing further writes");
+        *self.failed.lock() = Some(reason.clone());
+        for p in group.drain(..) {
+            let _ = p.reply.send(Err(self.unavailable(&reason)));
+        }
     }
 
     fn unavailable(&self, reason: &str) -> ShardError {
@@ -149,14 +182,10 @@ impl Committer {
             return;
         }
         if let Err(e) = self.wal.commit() {
-            let reason = format!("WAL write failed, replica needs a restart: {e}");
-            tracing::error!(replica = %self.key, error = %e, "WAL commit failed; refusing further writes");
-            *self.failed.lock() = Some(reason.clone());
-            for p in group.drain(..) {
-                let _ = p.reply.send(Err(self.unavailable(&reason)));
-            }
+            self.commit_failed(e, group);
             return;
         }
+        *self.disk_full.lock() = None;
         let mut state = self.state.write();
         let results: Vec<_> = group
             .drain(..)

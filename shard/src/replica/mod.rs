@@ -112,6 +112,7 @@ pub struct Replica {
     commits: Mutex<Option<mpsc::Sender<CommitRequest>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     failed: Arc<Mutex<Option<String>>>,
+    disk_full: Arc<Mutex<Option<String>>>,
     wal_files: WalFiles,
     syncs: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -245,6 +246,7 @@ impl Replica {
         let (signal_tx, signal_rx) = std::sync::mpsc::channel();
         let (tx, rx) = mpsc::channel(settings.commit_queue.max(1));
         let failed = Arc::new(Mutex::new(None));
+        let disk_full = Arc::new(Mutex::new(None));
         let wal_files = wal.files();
         let syncs = wal.sync_counter();
         let stop = Arc::new(AtomicBool::new(false));
@@ -263,6 +265,7 @@ impl Replica {
             schema: committer_schema,
             index_signal: signal_tx.clone(),
             failed: failed.clone(),
+            disk_full: disk_full.clone(),
         };
         let background = Background {
             key: key.clone(),
@@ -301,6 +304,7 @@ impl Replica {
             commits: Mutex::new(Some(tx)),
             threads: Mutex::new(threads),
             failed,
+            disk_full,
             wal_files,
             syncs,
             stop,
@@ -328,6 +332,17 @@ impl Replica {
     /// LSN of the durable checkpoint.
     pub fn checkpoint_lsn(&self) -> u64 {
         self.counters.checkpoint_lsn.load(Ordering::Relaxed)
+    }
+
+    /// Why the replica cannot take writes: its WAL failed (until a restart), or the last
+    /// commit found the disk full (until one succeeds).
+    pub fn write_fault(&self) -> Option<String> {
+        self.failed.lock().clone().or_else(|| {
+            self.disk_full
+                .lock()
+                .clone()
+                .map(|e| format!("disk full: {e}"))
+        })
     }
 
     /// Why the last checkpoint failed, until one succeeds.

@@ -151,6 +151,30 @@ pub fn write_segment(
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    let written = write_files(&tmp, id, index, ids, info, payload);
+    let entry = match written {
+        Ok(e) => e,
+        Err(e) => {
+            // Never leave a half-written segment taking space (a full disk is the usual cause).
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    files::sync_dir(&tmp)?;
+    let target = segment_dir(dir, id);
+    std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
+    files::sync_dir(&parent)?;
+    Ok(entry)
+}
+
+fn write_files(
+    tmp: &Path,
+    id: u32,
+    index: &SegmentIndex,
+    ids: &[IdValue],
+    info: &ReplicaInfo,
+    payload: &RecordBatch,
+) -> Result<SegmentEntry> {
     let id_schema = Schema::new(vec![Field::new(
         columns::ID,
         info.id_type.data_type(),
@@ -158,20 +182,15 @@ pub fn write_segment(
     )]);
     let id_batch =
         RecordBatch::try_new(Arc::new(id_schema), vec![ids_to_array(ids, info.id_type)])?;
-    let entry = SegmentEntry {
+    Ok(SegmentEntry {
         id,
-        rows: rows as u64,
+        rows: index.len() as u64,
         vectors: write_new(&tmp.join(VECTORS), &index.encode_vectors())?,
         graph: write_new(&tmp.join(GRAPH), &index.encode_graph())?,
         ids: write_new(&tmp.join(IDS), &ipc_file(&id_batch)?)?,
         payload: write_new(&tmp.join(PAYLOAD), &ipc_file(payload)?)?,
         deletes: None,
-    };
-    files::sync_dir(&tmp)?;
-    let target = segment_dir(dir, id);
-    std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
-    files::sync_dir(&parent)?;
-    Ok(entry)
+    })
 }
 
 /// Write the tombstones of segment `id` as of checkpoint `lsn`.

@@ -11,6 +11,7 @@
 
 pub mod entry;
 pub mod io;
+mod recovery;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,12 +107,33 @@ impl WalFiles {
     }
 }
 
+impl WalError {
+    /// Whether this is a full disk (or quota): the failed group can be discarded and
+    /// writing resumed once space is freed (see [`Wal::discard_failed_group`]).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            WalError::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            WalError::Corrupt { .. } => false,
+        }
+    }
+}
+
 /// An open WAL, positioned for appending.
 pub struct Wal {
     dir: PathBuf,
     backend: Arc<dyn LogBackend>,
     file: Option<Box<dyn LogFile>>,
+    /// Path of the file being appended to (`None` between closing one and opening the next).
+    file_path: Option<PathBuf>,
+    /// Bytes of that file that are durable.
     file_len: u64,
+    /// Highest LSN that is durable.
+    durable_lsn: u64,
     files: WalFiles,
     segment_bytes: u64,
     last_lsn: u64,
@@ -217,18 +239,21 @@ impl Wal {
                 });
             }
         }
-        let (file, file_len) = match tail {
+        let (file, file_path, file_len) = match tail {
             Some((path, len)) => (
                 Some(backend.open_append(&path).map_err(io_err(&path))?),
+                Some(path),
                 len,
             ),
-            None => (None, 0),
+            None => (None, None, 0),
         };
         let wal = Wal {
             dir: dir.to_path_buf(),
             backend,
             file,
+            file_path,
             file_len,
+            durable_lsn: last_lsn.max(checkpoint_lsn),
             files: WalFiles {
                 dir: dir.to_path_buf(),
                 closed_bytes: Arc::new(parking_lot::Mutex::new(closed_bytes)),
@@ -290,10 +315,12 @@ impl Wal {
                 old.sync_data().map_err(io_err(&path))?;
                 *closed += self.file_len;
                 self.file_len = 0;
+                self.file_path = None;
                 self.files.active_bytes.store(0, Ordering::Relaxed);
             }
             let path = self.dir.join(file_name(first));
             self.file = Some(self.backend.open_append(&path).map_err(io_err(&path))?);
+            self.file_path = Some(path);
             io::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         let dir = self.dir.clone();
@@ -314,6 +341,7 @@ impl Wal {
             .appended
             .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();
+        self.durable_lsn = self.last_lsn;
         Ok(())
     }
 }
