@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, FixedSizeListArray, Float32Array};
 use common::*;
 use serde_json::json;
 
@@ -87,30 +86,10 @@ async fn write_until_crash(local: &mut Local) -> Allowed {
 }
 
 async fn stored_rounds(local: &Local) -> BTreeMap<u64, u64> {
-    let mut data = local.data_client().await;
-    let ids: Vec<u64> = (0..IDS).collect();
-    let batches = do_get(
-        &mut data,
-        json!({"get": {"namespace": "crash", "ids": ids, "include_vectors": true}}),
-    )
-    .await
-    .expect("get");
     let mut out = BTreeMap::new();
-    for b in &batches {
-        let idcol = u64s(b, "id");
-        let v = b
-            .column_by_name("vector")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-            .expect("vector");
-        let floats = v
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .expect("f32");
-        for (row, id) in idcol.iter().enumerate() {
-            assert_eq!(floats.value(row * DIM), *id as f32, "row {id} is its own");
-            out.insert(*id, floats.value(row * DIM + 1) as u64);
-        }
+    for (id, v) in stored_vectors(local, "crash", IDS).await {
+        assert_eq!(v[0], id as f32, "row {id} is its own");
+        out.insert(id, v[1] as u64);
     }
     out
 }
@@ -118,11 +97,7 @@ async fn stored_rounds(local: &Local) -> BTreeMap<u64, u64> {
 fn crash_at(point: &str) {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("data");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let arm = format!("{point}=return");
     let mut local = Local::start_with(&dir, 1, STORAGE, &[("FAILPOINTS", &arm)]);
     let allowed = rt.block_on(write_until_crash(&mut local));

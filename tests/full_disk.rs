@@ -46,14 +46,12 @@ fn local_on_tmpfs(dir: &std::path::Path, mib: u32) -> (Killed, String, String, S
     .env("LONGBOW_LOG", "error")
     .stdout(Stdio::piped());
     let (child, line) = spawn_until_first_line(cmd);
-    let word = |key: &str| {
-        line.split(&format!("{key} "))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{key} in {line}"))
-            .to_string()
-    };
-    (Killed(child), word("data"), word("meta"), word("http"))
+    (
+        Killed(child),
+        word(&line, "data"),
+        word(&line, "meta"),
+        word(&line, "http"),
+    )
 }
 
 fn batch(lo: u64, n: u64) -> arrow_array::RecordBatch {
@@ -95,11 +93,7 @@ fn code_of(e: &tonic::Status) -> String {
 fn a_full_disk_refuses_writes_keeps_reads_and_deletes_and_recovers_by_itself() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (_local, data, meta, http) = local_on_tmpfs(tmp.path(), 48);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let mut m = connect(&meta).await;
         let mut d = connect(&data).await;

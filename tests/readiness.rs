@@ -54,14 +54,11 @@ fn coordinator_on(dir: &Path, internal: u16) -> (Child, String, String) {
         .expect("internal port argument");
     args[at + 1] = &port;
     let (child, line) = spawn_until_first_line(longbow_cmd(&args, dir));
-    let word = |key: &str| {
-        line.split(&format!("{key} "))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{key} in {line}"))
-            .to_string()
-    };
-    (child, format!("http://{}", word("data")), word("http"))
+    (
+        child,
+        format!("http://{}", word(&line, "data")),
+        word(&line, "http"),
+    )
 }
 
 fn readyz(http: &str) -> String {
@@ -81,11 +78,7 @@ fn a_restarted_coordinator_is_ready_only_once_every_node_holding_replicas_is_bac
     let tmp = tempfile::tempdir().expect("tmp");
     let internal = free_port();
     let addr = format!("127.0.0.1:{internal}");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (coord, data, http) = coordinator_on(&tmp.path().join("c"), internal);
     let mut procs = Reaper(vec![coord]);
     procs.0.push(shard(&tmp.path().join("a"), &addr));

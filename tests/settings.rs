@@ -17,15 +17,6 @@ fn shard_cmd(dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// The value after `key ` in a role's first line.
-fn word(line: &str, key: &str) -> String {
-    line.split(&format!("{key} "))
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .to_string()
-}
-
 #[test]
 fn simd_flag_and_its_env_twin_choose_the_kernels_shown_in_metrics() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arrow_array::{Array, FixedSizeListArray, Float32Array};
 use common::*;
 use serde_json::json;
 use tonic::Code;
@@ -26,38 +25,11 @@ fn batch(lo: u64, hi: u64, version: f32) -> arrow_array::RecordBatch {
 
 /// Every row of `ns` among ids `0..hi`: id → the version its vector carries.
 async fn versions(local: &Local, ns: &str, hi: u64) -> BTreeMap<u64, f32> {
-    let mut data = local.data_client().await;
-    let ids: Vec<u64> = (0..hi).collect();
-    let batches = do_get(
-        &mut data,
-        json!({"get": {"namespace": ns, "ids": ids, "include_vectors": true}}),
-    )
-    .await
-    .expect("get");
-    let mut out = BTreeMap::new();
-    for b in &batches {
-        let v = b
-            .column_by_name("vector")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-            .expect("vector");
-        let f = v
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .expect("f32");
-        for (row, id) in u64s(b, "id").into_iter().enumerate() {
-            out.insert(id, f.value(row * DIM + 1));
-        }
-    }
-    out
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    stored_vectors(local, ns, hi)
+        .await
+        .into_iter()
+        .map(|(id, v)| (id, v[1]))
+        .collect()
 }
 
 #[test]

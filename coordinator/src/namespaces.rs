@@ -170,22 +170,27 @@ impl Coordinator {
             placement,
         };
         if meta.is_declared() {
-            // No replicas to create: published at once.
-            return match self
-                .group
-                .write(CatalogCommand::CreateNamespace(meta.clone()))
-                .await?
-            {
-                CatalogResponse::Ok => Ok(meta),
-                CatalogResponse::AlreadyExists(n) => Err(CoordinatorError::NamespaceExists(n)),
-                other => Err(CoordinatorError::Internal(format!(
-                    "unexpected catalog reply {other:?}"
-                ))),
-            };
+            self.publish_declared(&meta).await?;
+        } else {
+            self.create_placed(&meta, self.create_replicas(&meta))
+                .await?;
         }
-        self.create_placed(&meta, self.create_replicas(&meta))
-            .await?;
         Ok(meta)
+    }
+
+    /// Publish a declared namespace (no replicas to create) at once.
+    pub(crate) async fn publish_declared(&self, meta: &NamespaceMeta) -> Result<()> {
+        match self
+            .group
+            .write(CatalogCommand::CreateNamespace(meta.clone()))
+            .await?
+        {
+            CatalogResponse::Ok => Ok(()),
+            CatalogResponse::AlreadyExists(n) => Err(CoordinatorError::NamespaceExists(n)),
+            other => Err(CoordinatorError::Internal(format!(
+                "unexpected catalog reply {other:?}"
+            ))),
+        }
     }
 
     /// Create namespace `meta` in two steps: reserve it in the catalog (not listed, not

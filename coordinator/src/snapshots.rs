@@ -297,15 +297,8 @@ impl Coordinator {
             ..snap.namespace.clone()
         };
         if meta.is_declared() {
-            return match self
-                .group
-                .write(CatalogCommand::CreateNamespace(meta.clone()))
-                .await?
-            {
-                CatalogResponse::Ok => Ok(meta),
-                CatalogResponse::AlreadyExists(n) => Err(CoordinatorError::NamespaceExists(n)),
-                other => Err(unexpected(other)),
-            };
+            self.publish_declared(&meta).await?;
+            return Ok(meta);
         }
         let calls = snap.parts.iter().map(|p| {
             let (meta, snap) = (&meta, &snap);

@@ -76,17 +76,10 @@ impl Local {
         .args(args)
         .env("LONGBOW_LOG", "warn");
         let (child, line) = spawn_until_first_line(cmd);
-        let word = |key: &str| {
-            let rest = line
-                .split(&format!("{key} "))
-                .nth(1)
-                .expect("endpoint in ready line");
-            rest.split_whitespace().next().expect("addr").to_string()
-        };
         Local {
-            data: word("data"),
-            meta: word("meta"),
-            http: word("http"),
+            data: word(&line, "data"),
+            meta: word(&line, "meta"),
+            http: word(&line, "http"),
             child,
         }
     }
@@ -116,6 +109,24 @@ impl Drop for Local {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The word after `key ` in a ready line (`... data 127.0.0.1:4711 ...`).
+pub fn word(line: &str, key: &str) -> String {
+    line.split(&format!("{key} "))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+        .to_string()
+}
+
+/// A two-thread runtime for tests that drive async clients from plain `#[test]`s.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Spawn `cmd` with stdout piped and wait (bounded) for its first line, which the roles print
@@ -374,14 +385,11 @@ pub async fn wait_ready(c: &mut FlightClient, ns: &str) {
 /// A `longbow coordinator` on `dir`: the child, its data URI and its internal address.
 pub fn coordinator(dir: &Path) -> (Child, String, String) {
     let (child, line) = spawn_until_first_line(longbow_cmd(COORDINATOR_ARGS, dir));
-    let word = |key: &str| {
-        line.split(&format!("{key} "))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{key} in {line}"))
-            .to_string()
-    };
-    (child, format!("http://{}", word("data")), word("internal"))
+    (
+        child,
+        format!("http://{}", word(&line, "data")),
+        word(&line, "internal"),
+    )
 }
 
 /// A `longbow shard` on `dir` joined to the coordinator at internal address `coordinator`.
@@ -408,4 +416,37 @@ pub async fn wait_live(c: &mut arrow_flight::FlightClient, n: usize) {
         assert!(Instant::now() < deadline, "{n} live shard nodes");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The vectors of ids `0..hi` stored in `ns`, by id (ids not stored are absent).
+pub async fn stored_vectors(
+    local: &Local,
+    ns: &str,
+    hi: u64,
+) -> std::collections::BTreeMap<u64, Vec<f32>> {
+    let mut data = local.data_client().await;
+    let ids: Vec<u64> = (0..hi).collect();
+    let batches = do_get(
+        &mut data,
+        serde_json::json!({"get": {"namespace": ns, "ids": ids, "include_vectors": true}}),
+    )
+    .await
+    .expect("get");
+    let mut out = std::collections::BTreeMap::new();
+    for b in &batches {
+        let v = b
+            .column_by_name("vector")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .expect("vector");
+        let dim = v.value_length() as usize;
+        let floats = v
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .expect("f32");
+        for (row, id) in u64s(b, "id").into_iter().enumerate() {
+            out.insert(id, floats.values()[row * dim..(row + 1) * dim].to_vec());
+        }
+    }
+    out
 }

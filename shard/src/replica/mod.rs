@@ -317,6 +317,12 @@ impl Replica {
     /// Write a checkpoint now (sealing the appendable segment and running due merges), and
     /// wait for it. Blocks: call it off the async runtime.
     pub fn checkpoint(&self) -> Result<CheckpointOutcome> {
+        self.ask(Signal::Checkpoint)
+    }
+
+    /// Send the background task a request made by `make` around a reply channel, and wait
+    /// for the reply.
+    fn ask<T>(&self, make: impl FnOnce(std::sync::mpsc::Sender<Result<T>>) -> Signal) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::channel();
         let sender = self
             .signal
@@ -324,7 +330,7 @@ impl Replica {
             .clone()
             .ok_or_else(|| self.unavailable("shutting down"))?;
         sender
-            .send(Signal::Checkpoint(tx))
+            .send(make(tx))
             .map_err(|_| self.unavailable("shutting down"))?;
         rx.recv().map_err(|_| self.unavailable("shutting down"))?
     }
@@ -353,16 +359,7 @@ impl Replica {
     /// Snapshot this replica into part directory `dest` (which must not exist): a
     /// checkpoint, then hard links of its files. Blocks: call it off the async runtime.
     pub fn snapshot(&self, dest: PathBuf) -> Result<SnapshotPart> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sender = self
-            .signal
-            .lock()
-            .clone()
-            .ok_or_else(|| self.unavailable("shutting down"))?;
-        sender
-            .send(Signal::Snapshot(dest, tx))
-            .map_err(|_| self.unavailable("shutting down"))?;
-        rx.recv().map_err(|_| self.unavailable("shutting down"))?
+        self.ask(|tx| Signal::Snapshot(dest, tx))
     }
 
     /// Create replica `namespace` in `dir` (which must not exist) from snapshot part `part`,
