@@ -252,7 +252,12 @@ impl ShardNode {
 
     /// Stop every replica (queued writes are committed first).
     pub fn shutdown(&self) {
-        for r in self.replicas() {
+        let replicas = self.replicas();
+        // Every replica stops its background work at once, then each is waited for.
+        for r in &replicas {
+            r.begin_shutdown();
+        }
+        for r in &replicas {
             r.shutdown();
         }
     }

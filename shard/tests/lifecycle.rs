@@ -485,3 +485,36 @@ fn shutdown_stops_background_indexing_instead_of_finishing_it() {
         .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().map(|a| a.value(0)));
     assert_eq!(got, Some(n as u64 - 1));
 }
+
+#[test]
+fn checkpoints_keep_happening_while_writes_outpace_indexing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dim = 64;
+    let s = ReplicaSettings {
+        checkpoint_wal_bytes: 1 << 20,
+        ..settings(1 << 16)
+    };
+    let node = open(tmp.path(), &s);
+    let r = node
+        .create_replica(create_req("busy", dim, Metric::L2))
+        .expect("create");
+    let rt = runtime();
+    let data = synth::clustered(5_000, dim, 20, 24);
+    // Keep writing (bounded) until a checkpoint lands while linking is still behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut next = 0u64;
+    let mut seen_behind = false;
+    while r.counters().checkpoints.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint while writes kept coming ({next} rows written)"
+        );
+        let ids: Vec<u64> = (next..next + 5_000).collect();
+        rt.block_on(r.upsert(&batch(&ids, &data, dim)))
+            .expect("write");
+        next += 5_000;
+        seen_behind |= r.stats().indexing_lag > 0;
+    }
+    assert!(seen_behind, "the writes outpaced indexing at some point");
+    assert_eq!(r.stats().count, next);
+}

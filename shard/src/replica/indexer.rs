@@ -51,24 +51,22 @@ pub fn segments(state: &RwLock<ReplicaState>, threshold: f64) -> Vec<Arc<Segment
         .collect()
 }
 
-/// Link every published row, including rows published while linking (writes may open a new
-/// segment meanwhile), until none is left or `stop` is set. Returns the segments as of the
-/// last pass.
+/// Link the rows published so far in every segment worth linking (one pass: rows published
+/// meanwhile are linked on the next wake-up, which their commit signals), unless `stop` is
+/// set. Returns the segments linked.
 pub fn link_all(
     state: &RwLock<ReplicaState>,
     threshold: f64,
     stop: &AtomicBool,
 ) -> Vec<Arc<SegmentIndex>> {
-    loop {
-        let segments = segments(state, threshold);
-        let linked: usize = segments
-            .iter()
-            .map(|s| s.index_pending(INDEX_CHUNK, stop))
-            .sum();
-        if linked == 0 || stop.load(Ordering::Relaxed) {
-            return segments;
+    let segments = segments(state, threshold);
+    for s in &segments {
+        if stop.load(Ordering::Relaxed) {
+            break;
         }
+        s.index_pending(INDEX_CHUNK, stop);
     }
+    segments
 }
 
 /// Repair the segments that are due; returns `(relinked, still pending)`: the rows relinked,

@@ -589,13 +589,19 @@ impl Replica {
         })
     }
 
+    /// Tell the threads to stop without waiting for them: the committer finishes the queued
+    /// writes, background work stops at its next step. [`Replica::shutdown`] then waits.
+    pub fn begin_shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.commits.lock().take();
+        self.signal.lock().take();
+    }
+
     /// Stop the threads after the queued writes are committed; background work (linking,
     /// merges, checkpoints) stops at its next step and resumes after the next start.
     /// Idempotent.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.commits.lock().take();
-        self.signal.lock().take();
+        self.begin_shutdown();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for t in threads {
             if t.join().is_err() {

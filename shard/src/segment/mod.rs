@@ -100,19 +100,22 @@ impl SegmentIndex {
         start
     }
 
-    /// Link every published but unlinked row, `chunk` rows at a time, in parallel on the
-    /// current rayon pool. Returns the number of rows linked. Only one thread may index a
-    /// segment at a time (the replica's indexer). Stops between chunks once `stop` is set
-    /// (the rest is linked by a later call, or after the next start).
+    /// Link the rows published but unlinked when called, `chunk` rows at a time, in parallel
+    /// on the current rayon pool. Returns the number of rows linked. Rows published meanwhile
+    /// wait for the next call, so a steady stream of writes cannot keep one call going (and
+    /// its caller from its other work). Only one thread may index a segment at a time (the
+    /// replica's background task). Stops between chunks once `stop` is set (the rest is
+    /// linked by a later call, or after the next start).
     pub fn index_pending(&self, chunk: usize, stop: &AtomicBool) -> usize {
         use rayon::prelude::*;
+        let target = self.len();
         let mut linked = 0;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return linked;
             }
             let start = self.indexed();
-            let end = self.len().min(start.saturating_add(chunk.max(1)));
+            let end = target.min(start.saturating_add(chunk.max(1)));
             if start >= end {
                 return linked;
             }
