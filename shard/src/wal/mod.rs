@@ -56,12 +56,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 #[derive(Clone)]
 pub struct WalFiles {
     dir: PathBuf,
-    /// Bytes in closed files. Its lock also orders rotation against removal.
+    /// Bytes in closed files.
     closed_bytes: Arc<parking_lot::Mutex<u64>>,
     /// Bytes in the file being appended to.
     active_bytes: Arc<AtomicU64>,
     /// Bytes appended since the WAL was opened.
     appended: Arc<AtomicU64>,
+    /// Highest durable LSN.
+    durable_lsn: Arc<AtomicU64>,
+    /// Set when removal deleted the file being appended to: the next commit starts a new one.
+    retired: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by a commit from start to end, and by removal: removal never sees a commit
+    /// half done.
+    gate: Arc<parking_lot::Mutex<()>>,
 }
 
 impl WalFiles {
@@ -82,8 +89,10 @@ impl WalFiles {
     }
 
     /// Delete every file whose entries all have LSNs `<= lsn` (a durable checkpoint holds
-    /// them), except the last file. Returns `(files, bytes)` removed.
+    /// them), including the one being appended to when every durable entry is covered (the
+    /// next commit then starts a new file). Returns `(files, bytes)` removed.
     pub fn remove_through(&self, lsn: u64) -> Result<(usize, u64), WalError> {
+        let _gate = self.gate.lock();
         let mut closed = self.closed_bytes.lock();
         let files = list_files(&self.dir)?;
         let mut removed = (0, 0);
@@ -99,9 +108,20 @@ impl WalFiles {
             removed.0 += 1;
             removed.1 += len;
         }
+        *closed = closed.saturating_sub(removed.1);
+        if self.durable_lsn.load(Ordering::Acquire) <= lsn {
+            if let Some((_, path)) = files.last() {
+                let len = std::fs::metadata(path).map_err(io_err(path))?.len();
+                crate::fault::crash_point!("wal::before_remove_file");
+                std::fs::remove_file(path).map_err(io_err(path))?;
+                self.retired.store(true, Ordering::Release);
+                self.active_bytes.store(0, Ordering::Relaxed);
+                removed.0 += 1;
+                removed.1 += len;
+            }
+        }
         if removed.0 > 0 {
             io::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-            *closed = closed.saturating_sub(removed.1);
         }
         Ok(removed)
     }
@@ -259,6 +279,9 @@ impl Wal {
                 closed_bytes: Arc::new(parking_lot::Mutex::new(closed_bytes)),
                 active_bytes: Arc::new(AtomicU64::new(file_len)),
                 appended: Arc::new(AtomicU64::new(0)),
+                durable_lsn: Arc::new(AtomicU64::new(last_lsn.max(checkpoint_lsn))),
+                retired: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                gate: Arc::new(parking_lot::Mutex::new(())),
             },
             segment_bytes: segment_bytes.max(1),
             last_lsn: last_lsn.max(checkpoint_lsn),
@@ -276,7 +299,7 @@ impl Wal {
 
     /// Bytes in the WAL files.
     pub fn disk_bytes(&self) -> u64 {
-        self.files.closed_bytes() + self.file_len
+        self.files.disk_bytes()
     }
 
     /// The handle that removes files a checkpoint covers.
@@ -305,6 +328,9 @@ impl Wal {
         let Some(first) = self.pending_first_lsn.take() else {
             return Ok(());
         };
+        let gate = self.files.gate.clone();
+        let _gate = gate.lock();
+        self.take_retirement();
         let need_new = self.file.is_none()
             || (self.file_len > 0
                 && self.file_len + self.pending.len() as u64 > self.segment_bytes);
@@ -342,7 +368,20 @@ impl Wal {
             .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();
         self.durable_lsn = self.last_lsn;
+        self.files
+            .durable_lsn
+            .store(self.durable_lsn, Ordering::Release);
         Ok(())
+    }
+
+    /// If removal deleted the file being appended to, forget it: the next commit opens a new
+    /// one. Call with the gate held.
+    fn take_retirement(&mut self) {
+        if self.files.retired.swap(false, Ordering::AcqRel) {
+            self.file = None;
+            self.file_path = None;
+            self.file_len = 0;
+        }
     }
 }
 
@@ -446,9 +485,18 @@ mod tests {
         assert_eq!(found.first().map(|e| e.lsn), Some(31));
         assert_eq!(found.len(), 20);
         assert_eq!(wal.last_lsn(), 50);
-        // Even a checkpoint past the end keeps the file being appended to.
-        wal.files().remove_through(u64::MAX).expect("remove");
-        assert_eq!(list_files(tmp.path()).expect("list").len(), 1);
+        // A checkpoint of every entry removes the file being appended to as well; the next
+        // commit starts a new one and the sequence goes on.
+        drop(wal);
+        let (mut wal, _) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 30).expect("open");
+        wal.files().remove_through(50).expect("remove");
+        assert!(list_files(tmp.path()).expect("list").is_empty());
+        assert_eq!(wal.disk_bytes(), 0);
+        assert_eq!(wal.append(1, b"next"), 51);
+        wal.commit().expect("commit");
+        drop(wal);
+        let (_, found) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 50).expect("open");
+        assert_eq!(found.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![51]);
     }
 
     #[test]

@@ -21,6 +21,9 @@ impl Wal {
         self.pending.clear();
         self.pending_first_lsn = None;
         self.last_lsn = self.durable_lsn;
+        let gate = self.files.gate.clone();
+        let _gate = gate.lock();
+        self.take_retirement();
         self.file = None;
         let Some(path) = self.file_path.clone() else {
             return Ok(());
