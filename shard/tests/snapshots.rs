@@ -140,7 +140,7 @@ fn snapshot_ids_are_plain_names_and_parts_are_never_overwritten() {
         snapshot: snapshot.into(),
     };
     for bad in ["../escape", ".hidden", "", "a/b"] {
-        let err = node.create_snapshot(&req(bad)).err().expect("refused");
+        let err = node.create_snapshot(&req(bad)).expect_err("refused");
         assert!(err.to_string().contains("snapshot"), "{err}");
     }
     node.create_snapshot(&req("once")).expect("snapshot");
