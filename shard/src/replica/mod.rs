@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod commit;
 pub mod indexer;
 pub mod mutation;
+mod open;
 pub mod optimizer;
 pub mod query;
 pub mod state;
@@ -23,27 +24,22 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use longbow_common::ids::ids_from_array;
-use longbow_common::shard_api::{
-    decode_schema, encode_schema, ReplicaInfo, ReplicaKey, ReplicaStats, SnapshotPart,
-};
+use longbow_common::shard_api::{ReplicaInfo, ReplicaKey, ReplicaStats, SnapshotPart};
 use longbow_common::vectors::{vectors_from_array, Vectors};
 use longbow_common::{columns, ContractError, Filter, IdValue, Metric};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use self::background::{Background, Counters, Signal};
+use self::background::{Counters, Signal};
 pub use self::checkpoint::Outcome as CheckpointOutcome;
-use self::commit::{CommitOp, CommitRequest, Committer};
-use self::mutation::{Mutation, UpsertRows};
+use self::commit::{CommitOp, CommitRequest};
+use self::mutation::UpsertRows;
 pub use self::query::{Projection, SearchParams};
 use self::state::ReplicaState;
 use crate::distance::normalize;
 use crate::error::{Result, ShardError};
-use crate::payload::PayloadSchema;
-use crate::storage::sealed::{collect_garbage, load_segment};
-use crate::storage::Manifest;
-use crate::wal::{LogBackend, Wal, WalFiles};
+use crate::wal::WalFiles;
 
 /// Tunables shared by every replica of a node.
 #[derive(Debug, Clone)]
@@ -137,183 +133,6 @@ fn seed_of(key: &ReplicaKey) -> u64 {
 }
 
 impl Replica {
-    /// Create a new replica in `dir` (which must not exist) and start it.
-    pub fn create(
-        dir: &Path,
-        info: ReplicaInfo,
-        payload: PayloadSchema,
-        settings: &ReplicaSettings,
-        backend: Arc<dyn LogBackend>,
-    ) -> Result<Replica> {
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let tmp = parent.join(format!(".creating-{}", info.shard));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let schema = if payload.fields().is_empty() {
-            None
-        } else {
-            Some(encode_schema(&payload.to_arrow())?)
-        };
-        let meta = ReplicaMeta {
-            info: info.clone(),
-            payload_schema: schema,
-        };
-        let meta_path = tmp.join(META_FILE);
-        let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| ShardError::Io {
-            path: meta_path.clone(),
-            source: e.into(),
-        })?;
-        std::fs::write(&meta_path, bytes).map_err(io_err(&meta_path))?;
-        std::fs::File::open(&meta_path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&meta_path))?;
-        crate::wal::io::sync_dir(&tmp).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
-        crate::wal::io::sync_dir(parent).map_err(io_err(parent))?;
-        Replica::open(dir, settings, backend)
-    }
-
-    /// Open an existing replica: read its metadata, load the sealed segments its manifest
-    /// lists, replay the WAL after the checkpoint, start its threads.
-    pub fn open(
-        dir: &Path,
-        settings: &ReplicaSettings,
-        backend: Arc<dyn LogBackend>,
-    ) -> Result<Replica> {
-        let meta_path = dir.join(META_FILE);
-        let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: ReplicaMeta = serde_json::from_slice(&bytes).map_err(|e| ShardError::Io {
-            path: meta_path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let info = meta.info;
-        let key = ReplicaKey {
-            namespace: info.namespace.clone(),
-            shard: info.shard,
-        };
-        let manifest = Manifest::load(dir)?.unwrap_or_default();
-        let schema = match manifest
-            .payload_schema
-            .as_ref()
-            .or(meta.payload_schema.as_ref())
-        {
-            Some(s) => PayloadSchema::from_schema(&decode_schema(s)?)?,
-            None => PayloadSchema::default(),
-        };
-        let mut state = ReplicaState::new(
-            info.clone(),
-            schema,
-            settings.segment_capacity,
-            seed_of(&key),
-        );
-        state.applied_lsn = manifest.checkpoint_lsn;
-        state.next_segment = manifest.next_segment;
-        for entry in &manifest.segments {
-            let loaded = load_segment(dir, entry, &info)?;
-            state.push_loaded(entry.clone(), loaded)?;
-        }
-        collect_garbage(dir, &manifest)?;
-        let (wal, entries) = Wal::open(
-            &dir.join(WAL_DIR),
-            backend,
-            settings.wal_segment_bytes,
-            manifest.checkpoint_lsn,
-        )?;
-        let replayed = entries.len();
-        for e in entries {
-            let m = Mutation::decode(e.kind, &e.body, info.id_type, info.dim)?;
-            state.apply(e.lsn, &m)?;
-        }
-        tracing::info!(replica = %key, segments = manifest.segments.len(), checkpoint_lsn = manifest.checkpoint_lsn, replayed, lsn = state.applied_lsn, "replica opened");
-        Replica::start(dir, key, info, state, wal, manifest, settings)
-    }
-
-    /// Start the committer and background threads over a loaded state.
-    fn start(
-        dir: &Path,
-        key: ReplicaKey,
-        info: ReplicaInfo,
-        state: ReplicaState,
-        wal: Wal,
-        manifest: Manifest,
-        settings: &ReplicaSettings,
-    ) -> Result<Replica> {
-        let committer_schema = state.schema.clone();
-        let state = Arc::new(RwLock::new(state));
-        let (signal_tx, signal_rx) = std::sync::mpsc::channel();
-        let (tx, rx) = mpsc::channel(settings.commit_queue.max(1));
-        let failed = Arc::new(Mutex::new(None));
-        let disk_full = Arc::new(Mutex::new(None));
-        let wal_files = wal.files();
-        let syncs = wal.sync_counter();
-        let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
-        counters
-            .checkpoint_lsn
-            .store(manifest.checkpoint_lsn, Ordering::Relaxed);
-        counters
-            .segment_bytes
-            .store(manifest.disk_bytes(), Ordering::Relaxed);
-        let checkpoint_error = Arc::new(Mutex::new(None));
-        let committer = Committer {
-            key: key.clone(),
-            wal,
-            state: state.clone(),
-            schema: committer_schema,
-            index_signal: signal_tx.clone(),
-            failed: failed.clone(),
-            disk_full: disk_full.clone(),
-        };
-        let background = Background {
-            key: key.clone(),
-            dir: dir.to_path_buf(),
-            state: state.clone(),
-            wal_files: wal_files.clone(),
-            settings: settings.clone(),
-            stop: stop.clone(),
-            manifest,
-            counters: counters.clone(),
-            last_error: checkpoint_error.clone(),
-        };
-        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(f)
-                .map_err(io_err(dir))
-        };
-        let threads = vec![
-            spawn(
-                format!("commit-{}", key.shard),
-                Box::new(move || committer.run(rx)),
-            )?,
-            spawn(
-                format!("segments-{}", key.shard),
-                Box::new(move || background.run(signal_rx)),
-            )?,
-        ];
-        // Link whatever replay loaded.
-        let _ = signal_tx.send(Signal::NewRows);
-        Ok(Replica {
-            key,
-            info,
-            dir: dir.to_path_buf(),
-            state,
-            commits: Mutex::new(Some(tx)),
-            threads: Mutex::new(threads),
-            failed,
-            disk_full,
-            wal_files,
-            syncs,
-            stop,
-            signal: Mutex::new(Some(signal_tx)),
-            counters,
-            checkpoint_error,
-        })
-    }
-
     /// Write a checkpoint now (sealing the appendable segment and running due merges), and
     /// wait for it. Blocks: call it off the async runtime.
     pub fn checkpoint(&self) -> Result<CheckpointOutcome> {
@@ -360,37 +179,6 @@ impl Replica {
     /// checkpoint, then hard links of its files. Blocks: call it off the async runtime.
     pub fn snapshot(&self, dest: PathBuf) -> Result<SnapshotPart> {
         self.ask(|tx| Signal::Snapshot(dest, tx))
-    }
-
-    /// Create replica `namespace` in `dir` (which must not exist) from snapshot part `part`,
-    /// linking its files, and start it.
-    pub fn restore(
-        part: &Path,
-        dir: &Path,
-        namespace: &str,
-        settings: &ReplicaSettings,
-        backend: Arc<dyn LogBackend>,
-    ) -> Result<Replica> {
-        let meta_path = part.join(META_FILE);
-        let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let mut meta: ReplicaMeta =
-            serde_json::from_slice(&bytes).map_err(|e| ShardError::Corrupt {
-                path: meta_path.clone(),
-                reason: e.to_string(),
-            })?;
-        meta.info.namespace = namespace.to_string();
-        let rewritten = serde_json::to_vec_pretty(&meta).map_err(|e| ShardError::Corrupt {
-            path: meta_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let manifest = crate::storage::snapshot::part_manifest(part)?;
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let name = dir.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = parent.join(format!(".restoring-{name}"));
-        crate::storage::snapshot::link_files(part, &manifest, &rewritten, META_FILE, &tmp)?;
-        crate::storage::snapshot::publish(&tmp, dir)?;
-        Replica::open(dir, settings, backend)
     }
 
     /// Counters of checkpoints, merges and repairs.
