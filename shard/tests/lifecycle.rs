@@ -145,7 +145,10 @@ fn a_checkpoint_seals_segments_deletes_the_wal_and_a_restart_relinks_nothing() {
     let r = node.replica(&key("seal")).expect("reopened");
     let stats = r.stats();
     assert_eq!(stats.indexing_lag, 0, "sealed segments load linked");
-    assert_eq!((stats.count, stats.lsn, stats.segments), (n, lsn, 3));
+    assert_eq!((stats.count, stats.lsn), (n, lsn));
+    // 2,500 rows in segments of 1,000; a checkpoint the background task took while the rows
+    // came in may have sealed one more, smaller segment.
+    assert!(stats.segments >= 3, "{} segments", stats.segments);
     assert_eq!(r.graph_health().1, n as usize, "every row reachable");
     assert_eq!(contents(&r), before);
     let hits = r
