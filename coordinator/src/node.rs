@@ -160,6 +160,17 @@ impl Coordinator {
             .set(self.live_nodes().len() as i64);
     }
 
+    /// The names of every published namespace, sorted.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.group
+            .catalog
+            .read()
+            .namespaces
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// A namespace's catalog entry (accepting the `dataset` spelling's value as-is).
     pub fn namespace(&self, name: &str) -> Result<NamespaceMeta> {
         self.group

@@ -34,14 +34,7 @@ pub async fn readiness(coord: &Coordinator, name: Option<&str>) -> Result<Value>
     if let Some(name) = name {
         return one_readiness(coord, name).await;
     }
-    let names: Vec<String> = coord
-        .group
-        .catalog
-        .read()
-        .namespaces
-        .keys()
-        .cloned()
-        .collect();
+    let names = coord.namespace_names();
     let mut per = serde_json::Map::new();
     let mut ready = true;
     for n in names {

@@ -54,14 +54,7 @@ pub(super) async fn handle(coord: &Coordinator, kind: &str, body: &[u8]) -> Resu
         }
         "ForceSnapshot" => {
             fold(&requests::NO_KEYS, body)?;
-            let names: Vec<String> = coord
-                .group
-                .catalog
-                .read()
-                .namespaces
-                .keys()
-                .cloned()
-                .collect();
+            let names = coord.namespace_names();
             let mut ids = Vec::with_capacity(names.len());
             for name in names {
                 ids.push(coord.snapshot(&name).await?.id);
