@@ -60,6 +60,16 @@ pub(crate) struct StorageArgs {
     #[arg(long, env = "LONGBOW_COMPACTION_THRESHOLD", default_value_t = 0.2,
           value_parser = parse_fraction)]
     pub(crate) compaction_threshold: f64,
+    /// Threads that commit writes for all replicas of a shard node (WAL append, fsync,
+    /// apply), however many namespaces it hosts.
+    #[arg(long, env = "LONGBOW_COMMIT_THREADS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub(crate) commit_threads: u64,
+    /// Threads that run background work for all replicas of a shard node (linking new rows,
+    /// repairs, merges, checkpoints); linking itself also uses every core.
+    #[arg(long, env = "LONGBOW_BACKGROUND_THREADS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub(crate) background_threads: u64,
     /// Distance kernels: `auto` (the best this CPU runs), `avx512f`, `avx2+fma` or `scalar`.
     /// A set this CPU cannot run stops start-up with an error.
     #[arg(long, env = "LONGBOW_SIMD", default_value = "auto",

@@ -110,6 +110,10 @@ async fn start_shard(
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         replica: replica_settings(storage),
+        workers: longbow_shard::WorkerThreads {
+            commit: storage.commit_threads as usize,
+            background: storage.background_threads as usize,
+        },
     };
     let node = tokio::task::spawn_blocking(move || ShardNode::open(config))
         .await?

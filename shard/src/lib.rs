@@ -5,7 +5,7 @@
 //! [`replica`] (segments + ids + payload + tombstones, made durable by the [`wal`]) →
 //! [`node`] (the set of replicas in a data directory) → [`service`] (the Flight API).
 //! [`storage`] holds the files of sealed segments and the manifest; the replica decides when
-//! to write them.
+//! to write them; [`workers`] are the shared thread pools every replica's jobs run on.
 //! Each layer only calls the one below it.
 
 pub mod bitset;
@@ -21,6 +21,7 @@ pub mod service;
 pub mod storage;
 pub mod synth;
 pub mod wal;
+pub mod workers;
 
 pub use error::ShardError;
-pub use node::{NodeConfig, ShardNode};
+pub use node::{NodeConfig, ShardNode, WorkerThreads};

@@ -20,7 +20,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
-use crate::replica::{Replica, ReplicaSettings};
+use crate::replica::{Host, Replica, ReplicaSettings};
 use crate::storage::snapshot::part_dir;
 use crate::wal::{LogBackend, StdBackend};
 
@@ -31,6 +31,27 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Per-replica tunables.
     pub replica: ReplicaSettings,
+    /// Threads shared by every replica's jobs.
+    pub workers: WorkerThreads,
+}
+
+/// Sizes of the node's worker pools: fixed, whatever the number of replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerThreads {
+    /// Threads running committers (group commit: WAL append and fsync, then apply).
+    pub commit: usize,
+    /// Threads running background jobs (linking, repair, merges, checkpoints); linking
+    /// itself fans out on the process's rayon pool.
+    pub background: usize,
+}
+
+impl Default for WorkerThreads {
+    fn default() -> Self {
+        WorkerThreads {
+            commit: 4,
+            background: 2,
+        }
+    }
 }
 
 /// All replicas hosted by this process.
@@ -38,7 +59,7 @@ pub struct ShardNode {
     /// Held for the life of the node: no second process opens these files.
     _lock: longbow_common::dirlock::DirLock,
     config: NodeConfig,
-    backend: Arc<dyn LogBackend>,
+    host: Host,
     replicas: RwLock<BTreeMap<ReplicaKey, Arc<Replica>>>,
 }
 
@@ -57,6 +78,16 @@ impl ShardNode {
     pub fn open(config: NodeConfig) -> Result<ShardNode> {
         let lock = longbow_common::dirlock::DirLock::acquire(&config.data_dir, "shard")?;
         let backend: Arc<dyn LogBackend> = Arc::new(StdBackend);
+        let host = Host::new(
+            config.replica.clone(),
+            backend.clone(),
+            config.workers.commit,
+            config.workers.background,
+        )
+        .map_err(|source| ShardError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let root = config.data_dir.join("replicas");
         std::fs::create_dir_all(&root).map_err(|source| ShardError::Io {
             path: root.clone(),
@@ -79,15 +110,15 @@ impl ShardNode {
                     })?;
                     continue;
                 }
-                let replica = Replica::open(&shard_dir, &config.replica, backend.clone())?;
+                let replica = Replica::open(&shard_dir, &host)?;
                 replicas.insert(replica.key().clone(), Arc::new(replica));
             }
         }
-        tracing::info!(data_dir = %config.data_dir.display(), replicas = replicas.len(), wal_backend = backend.name(), "shard node opened");
+        tracing::info!(data_dir = %config.data_dir.display(), replicas = replicas.len(), wal_backend = backend.name(), commit_threads = config.workers.commit, background_threads = config.workers.background, "shard node opened");
         Ok(ShardNode {
             _lock: lock,
             config,
-            backend,
+            host,
             replicas: RwLock::new(replicas),
         })
     }
@@ -129,8 +160,7 @@ impl ShardNode {
             &self.replica_dir(&key),
             info,
             payload,
-            &self.config.replica,
-            self.backend.clone(),
+            &self.host,
         )?);
         replicas.insert(key, replica.clone());
         Ok(replica)
@@ -207,8 +237,7 @@ impl ShardNode {
             &part,
             &self.replica_dir(&key),
             &req.namespace,
-            &self.config.replica,
-            self.backend.clone(),
+            &self.host,
         )?);
         replicas.insert(key, replica.clone());
         Ok(replica)
@@ -410,6 +439,32 @@ impl longbow_common::http::Health for ShardNode {
             longbow_common::flight::decoder_panics(),
         );
         out.push_str(&per_segment);
+        let pools = [
+            ("commit", &self.host.commit_pool),
+            ("background", &self.host.background_pool),
+        ];
+        out.push_str(
+            "# HELP longbow_shard_worker_threads Threads of each worker pool shared by all replicas
+             # TYPE longbow_shard_worker_threads gauge
+",
+        );
+        for (name, pool) in pools {
+            out.push_str(&format!(
+                "longbow_shard_worker_threads{{pool=\"{name}\"}} {}\n",
+                pool.threads()
+            ));
+        }
+        out.push_str(
+            "# HELP longbow_shard_worker_queued_jobs Replica jobs waiting for a thread of each worker pool
+             # TYPE longbow_shard_worker_queued_jobs gauge
+",
+        );
+        for (name, pool) in pools {
+            out.push_str(&format!(
+                "longbow_shard_worker_queued_jobs{{pool=\"{name}\"}} {}\n",
+                pool.queued()
+            ));
+        }
         let isa = crate::distance::kernels().isa;
         out.push_str(&format!(
             "# HELP longbow_shard_distance_kernels_info Distance kernel set in use (chosen once at start-up)\n\

@@ -16,7 +16,7 @@ use common::*;
 use longbow_common::shard_api::ReplicaInfo;
 use longbow_common::{ErrorExt, IdType, IndexParams, Metric, StatusCode};
 use longbow_shard::payload::PayloadSchema;
-use longbow_shard::replica::{Replica, ReplicaSettings};
+use longbow_shard::replica::{Host, Replica, ReplicaSettings};
 use longbow_shard::wal::io::{LogBackend, LogFile};
 use longbow_shard::wal::StdBackend;
 use longbow_shard::ShardError;
@@ -65,6 +65,10 @@ impl LogBackend for Disk {
     }
 }
 
+fn host(backend: Arc<dyn LogBackend>) -> Host {
+    Host::new(ReplicaSettings::default(), backend, 1, 1).expect("worker pools")
+}
+
 fn info() -> ReplicaInfo {
     ReplicaInfo {
         namespace: "full".into(),
@@ -87,14 +91,12 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("replica");
     let state = Arc::new(AtomicU8::new(OK));
-    let settings = ReplicaSettings::default();
     {
         let r = Replica::create(
             &dir,
             info(),
             PayloadSchema::default(),
-            &settings,
-            Arc::new(Disk(state.clone())),
+            &host(Arc::new(Disk(state.clone()))),
         )
         .expect("create");
         let (lsn, _) = write(&r, 0, 100).expect("write");
@@ -121,7 +123,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_by_itself() {
         assert!(r.write_fault().is_none());
         r.shutdown();
     }
-    let r = Replica::open(&dir, &settings, Arc::new(StdBackend)).expect("reopen");
+    let r = Replica::open(&dir, &host(Arc::new(StdBackend))).expect("reopen");
     let stats = r.stats();
     assert_eq!(
         (stats.count, stats.lsn),
@@ -135,13 +137,11 @@ fn a_failed_fdatasync_stops_writes_until_a_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("replica");
     let state = Arc::new(AtomicU8::new(OK));
-    let settings = ReplicaSettings::default();
     let r = Replica::create(
         &dir,
         info(),
         PayloadSchema::default(),
-        &settings,
-        Arc::new(Disk(state.clone())),
+        &host(Arc::new(Disk(state.clone()))),
     )
     .expect("create");
     write(&r, 0, 10).expect("write");
@@ -155,6 +155,6 @@ fn a_failed_fdatasync_stops_writes_until_a_restart() {
     assert!(err.to_string().contains("needs a restart"), "{err}");
     r.shutdown();
     drop(r);
-    let r = Replica::open(&dir, &settings, Arc::new(StdBackend)).expect("reopen");
+    let r = Replica::open(&dir, &host(Arc::new(StdBackend))).expect("reopen");
     assert!(r.stats().count >= 10, "acknowledged rows survive");
 }

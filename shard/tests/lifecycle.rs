@@ -37,6 +37,7 @@ fn settings(segment_capacity: usize) -> ReplicaSettings {
 
 fn open(dir: &Path, s: &ReplicaSettings) -> ShardNode {
     ShardNode::open(NodeConfig {
+        workers: Default::default(),
         data_dir: dir.to_path_buf(),
         replica: s.clone(),
     })
@@ -445,6 +446,7 @@ fn a_damaged_segment_file_stops_start_up_and_names_the_file() {
     bytes[last] ^= 0x55;
     std::fs::write(&graph, bytes).expect("damage");
     let err = ShardNode::open(NodeConfig {
+        workers: Default::default(),
         data_dir: tmp.path().to_path_buf(),
         replica: s,
     })

@@ -452,6 +452,7 @@ fn corrupt_wal_entry_before_the_tail_stops_start_up() {
     bytes[40] ^= 0xFF; // inside the first entry's body
     std::fs::write(&file, bytes).expect("write");
     let err = longbow_shard::ShardNode::open(longbow_shard::NodeConfig {
+        workers: Default::default(),
         data_dir: tmp.path().to_path_buf(),
         replica: Default::default(),
     })

@@ -16,6 +16,7 @@ use longbow_shard::{synth, NodeConfig, ShardError, ShardNode};
 
 fn open(dir: &Path) -> ShardNode {
     ShardNode::open(NodeConfig {
+        workers: Default::default(),
         data_dir: dir.to_path_buf(),
         replica: ReplicaSettings {
             segment_capacity: 300,

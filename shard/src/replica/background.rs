@@ -1,6 +1,8 @@
-//! The background task of a replica: one thread that links new rows, repairs graphs,
-//! rewrites and merges segments (the optimizer) and writes checkpoints, in that order, each
-//! time the committer signals new rows or a timer expires.
+//! The background job of a replica, run by the node's background pool (see
+//! [`crate::workers`]): it links new rows, repairs graphs, rewrites and merges segments (the
+//! optimizer) and writes checkpoints, in that order, each time the committer signals new rows
+//! or a timer expires. One step links at most [`LINK_BUDGET`] rows, then yields the thread to
+//! the other replicas' jobs.
 //!
 //! It stops between steps (and between chunks of linking) once shutdown begins, so SIGTERM
 //! never waits for a graph build: whatever is left resumes after the next start. Errors are
@@ -9,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use longbow_common::shard_api::{ReplicaKey, SnapshotPart};
 use parking_lot::{Mutex, RwLock};
 
 use super::checkpoint::{self, Outcome};
-use super::indexer::{link_all, repair, REPAIR_IDLE};
+use super::indexer::{link_some, repair, LINK_BUDGET, REPAIR_IDLE};
 use super::optimizer;
 use super::state::ReplicaState;
 use super::ReplicaSettings;
@@ -26,6 +28,7 @@ use crate::fault::crash_point;
 use crate::storage::sealed::collect_garbage;
 use crate::storage::Manifest;
 use crate::wal::WalFiles;
+use crate::workers::{Job, JobHandle, Next};
 
 /// Counters of the background work, read by `/metrics`.
 #[derive(Debug, Default)]
@@ -58,13 +61,31 @@ pub enum Signal {
     Snapshot(PathBuf, std::sync::mpsc::Sender<Result<SnapshotPart>>),
 }
 
+/// Sends the background job a [`Signal`] and wakes it.
+#[derive(Clone)]
+pub struct Signaller {
+    /// The job's signal queue.
+    pub tx: Sender<Signal>,
+    /// The job.
+    pub job: JobHandle,
+}
+
+impl Signaller {
+    /// Queue `signal` and wake the job; false if the job is gone.
+    pub fn send(&self, signal: Signal) -> bool {
+        let sent = self.tx.send(signal).is_ok();
+        self.job.wake();
+        sent
+    }
+}
+
 /// A caller waiting for the next checkpoint.
 enum Waiter {
     Checkpoint(std::sync::mpsc::Sender<Result<Outcome>>),
     Snapshot(PathBuf, std::sync::mpsc::Sender<Result<SnapshotPart>>),
 }
 
-/// Everything the background thread owns.
+/// Everything the background job owns.
 pub struct Background {
     /// Which replica (for logs).
     pub key: ReplicaKey,
@@ -86,85 +107,156 @@ pub struct Background {
     pub last_error: Arc<Mutex<Option<String>>>,
 }
 
-impl Background {
-    /// Run until the committer goes away or shutdown begins.
-    pub fn run(mut self, signal: Receiver<Signal>) {
-        let mut repair_pending = false;
-        let mut last_checkpoint = Instant::now();
-        let mut wal_at_checkpoint = self.wal_files.appended_bytes();
-        let mut retry_at: Option<Instant> = None;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let interval = self.settings.checkpoint_interval;
-            let mut wait = interval.saturating_sub(last_checkpoint.elapsed());
-            if repair_pending {
-                wait = wait.min(REPAIR_IDLE);
-            }
-            let mut asked = Vec::new();
-            let idle = match signal.recv_timeout(wait.max(Duration::from_millis(10))) {
-                Ok(s) => {
-                    asked.extend(requester(s));
-                    false
-                }
-                Err(RecvTimeoutError::Timeout) => true,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            while let Ok(s) = signal.try_recv() {
-                asked.extend(requester(s));
-            }
-            let threshold = self.settings.compaction_threshold;
-            let segments = link_all(&self.state, threshold, &self.stop);
-            let (relinked, pending) = repair(&segments, idle);
-            repair_pending = pending;
-            self.count_repair(relinked);
-            if self.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let wal_grown = self
-                .wal_files
-                .appended_bytes()
-                .saturating_sub(wal_at_checkpoint);
-            let due = !asked.is_empty() || {
-                let st = self.state.read();
-                let full_unwritten = st
-                    .segments
-                    .iter()
-                    .any(|s| s.sealed && s.persisted.is_none());
-                let behind = st.applied_lsn > self.manifest.checkpoint_lsn;
-                full_unwritten
-                    || (behind && wal_grown >= self.settings.checkpoint_wal_bytes)
-                    || (behind && last_checkpoint.elapsed() >= interval)
-                    || optimizer::plan(&st, threshold).is_some()
-            };
-            if !due || (asked.is_empty() && retry_at.is_some_and(|t| Instant::now() < t)) {
-                continue;
-            }
-            let result = self.checkpoint();
-            for waiter in asked {
-                self.answer(waiter, &result);
-            }
-            match result {
-                Ok(Outcome::Stopped) => return,
-                Ok(_) => {
-                    retry_at = None;
-                    last_checkpoint = Instant::now();
-                    wal_at_checkpoint = self.wal_files.appended_bytes();
-                    *self.last_error.lock() = None;
-                }
-                Err(e) => {
-                    tracing::error!(replica = %self.key, error = %e, "checkpoint failed; retrying later (the WAL keeps every change)");
-                    self.counters
-                        .checkpoint_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    *self.last_error.lock() = Some(e.to_string());
-                    retry_at = Some(Instant::now() + Duration::from_secs(5));
-                }
-            }
+/// When the background job last did what, to know when it is due again.
+struct Clock {
+    /// Some segment has rows linked since its last repair pass.
+    repair_pending: bool,
+    last_checkpoint: Instant,
+    wal_at_checkpoint: u64,
+    /// After a failed checkpoint, the earliest time to try the next one on our own.
+    retry_at: Option<Instant>,
+}
+
+/// The background work with its signal queue: the job the background pool runs.
+pub struct BackgroundJob {
+    work: Background,
+    signals: Receiver<Signal>,
+    clock: Clock,
+}
+
+impl BackgroundJob {
+    /// Wrap `work`, fed by `signals`.
+    pub fn new(work: Background, signals: Receiver<Signal>) -> BackgroundJob {
+        let clock = Clock {
+            repair_pending: false,
+            last_checkpoint: Instant::now(),
+            wal_at_checkpoint: work.wal_files.appended_bytes(),
+            retry_at: None,
+        };
+        BackgroundJob {
+            work,
+            signals,
+            clock,
         }
     }
 
+    /// Whether a checkpoint is due now without anyone asking.
+    fn checkpoint_due(&self) -> bool {
+        let w = &self.work;
+        if self.clock.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let wal_grown = w
+            .wal_files
+            .appended_bytes()
+            .saturating_sub(self.clock.wal_at_checkpoint);
+        let st = w.state.read();
+        let full_unwritten = st
+            .segments
+            .iter()
+            .any(|s| s.sealed && s.persisted.is_none());
+        let behind = st.applied_lsn > w.manifest.checkpoint_lsn;
+        full_unwritten
+            || (behind && wal_grown >= w.settings.checkpoint_wal_bytes)
+            || (behind && self.clock.last_checkpoint.elapsed() >= w.settings.checkpoint_interval)
+            || optimizer::plan(&st, w.settings.compaction_threshold).is_some()
+    }
+
+    /// When the job should look again without a signal: at the checkpoint interval if
+    /// changes wait for one, soon if a repair waits for idleness, at the retry time after a
+    /// failure. `None`: only a signal can make work.
+    fn next_look(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let w = &self.work;
+        let behind = w.state.read().applied_lsn > w.manifest.checkpoint_lsn;
+        let mut at = behind.then(|| self.clock.last_checkpoint + w.settings.checkpoint_interval);
+        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if self.clock.repair_pending {
+            earliest(now + REPAIR_IDLE);
+        }
+        if let Some(t) = self.clock.retry_at {
+            earliest(t);
+        }
+        at.map(|t| t.max(now + Duration::from_millis(10)))
+    }
+
+    /// Checkpoint for the waiters (or because one is due) and answer them; false once
+    /// shutdown stopped it.
+    fn checkpoint_for(&mut self, asked: Vec<Waiter>) -> bool {
+        let result = self.work.checkpoint();
+        for waiter in asked {
+            self.work.answer(waiter, &result);
+        }
+        match result {
+            Ok(Outcome::Stopped) => return false,
+            Ok(_) => {
+                self.clock.retry_at = None;
+                self.clock.last_checkpoint = Instant::now();
+                self.clock.wal_at_checkpoint = self.work.wal_files.appended_bytes();
+                *self.work.last_error.lock() = None;
+            }
+            Err(e) => {
+                tracing::error!(replica = %self.work.key, error = %e, "checkpoint failed; retrying later (the WAL keeps every change)");
+                self.work
+                    .counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                *self.work.last_error.lock() = Some(e.to_string());
+                self.clock.retry_at = Some(Instant::now() + Duration::from_secs(5));
+            }
+        }
+        true
+    }
+}
+
+impl Job for BackgroundJob {
+    /// Link up to [`LINK_BUDGET`] new rows, repair what is due, then checkpoint (with the
+    /// optimizer's merges) if one is due or asked for.
+    fn step(&mut self, timer: bool) -> Next {
+        let stop = self.work.stop.clone();
+        if stop.load(Ordering::Relaxed) {
+            return Next::Done;
+        }
+        let mut asked = Vec::new();
+        let mut signalled = false;
+        let mut closed = false;
+        loop {
+            match self.signals.try_recv() {
+                Ok(s) => {
+                    signalled = true;
+                    asked.extend(requester(s));
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        // Woken by the timer alone: no rows arrived for a while.
+        let idle = timer && !signalled;
+        let threshold = self.work.settings.compaction_threshold;
+        let (segments, more) = link_some(&self.work.state, threshold, LINK_BUDGET, &stop);
+        let (relinked, pending) = repair(&segments, idle);
+        self.clock.repair_pending = pending;
+        self.work.count_repair(relinked);
+        if stop.load(Ordering::Relaxed) {
+            return Next::Done;
+        }
+        if (!asked.is_empty() || self.checkpoint_due()) && !self.checkpoint_for(asked) {
+            return Next::Done;
+        }
+        if closed {
+            Next::Done
+        } else if more {
+            Next::Again
+        } else {
+            self.next_look().map_or(Next::Wait, Next::At)
+        }
+    }
+}
+
+impl Background {
     fn answer(&self, waiter: Waiter, result: &Result<Outcome>) {
         let failed = |e: &dyn std::fmt::Display| crate::error::ShardError::Unavailable {
             key: self.key.clone(),

@@ -1,8 +1,9 @@
-//! The committer: one thread per replica that turns write requests into WAL entries, makes
-//! each group durable with one `fdatasync`, then applies the group in LSN order and answers
-//! the callers. A write is therefore visible exactly when it is acknowledged.
+//! The committer: a job on the node's commit pool (one per replica, see [`crate::workers`])
+//! that turns write requests into WAL entries, makes each group durable with one
+//! `fdatasync`, then applies the group in LSN order and answers the callers. A write is
+//! therefore visible exactly when it is acknowledged.
 //!
-//! Group commit: every request waiting when the thread wakes (up to [`MAX_GROUP`]) shares one
+//! Group commit: every request waiting when a step starts (up to [`MAX_GROUP`]) shares one
 //! sync. A delete by filter is a barrier: the group before it is committed and applied first,
 //! so the filter sees every earlier write, and it is logged as the ids it resolved to.
 
@@ -13,11 +14,13 @@ use longbow_common::{Filter, IdValue};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
+use super::background::{Signal, Signaller};
 use super::mutation::{Mutation, UpsertRows};
 use super::state::ReplicaState;
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
 use crate::wal::Wal;
+use crate::workers::{Job, Next};
 
 /// Most requests committed with one sync.
 pub const MAX_GROUP: usize = 512;
@@ -49,7 +52,7 @@ struct Pending {
     reply: oneshot::Sender<Result<(u64, u64)>>,
 }
 
-/// State owned by the committer thread.
+/// State owned by the committer job.
 pub struct Committer {
     /// Which replica (for errors).
     pub key: ReplicaKey,
@@ -59,34 +62,53 @@ pub struct Committer {
     pub state: Arc<RwLock<ReplicaState>>,
     /// Payload schema including not-yet-applied writes.
     pub schema: PayloadSchema,
-    /// Wakes the background task after each applied group.
-    pub index_signal: std::sync::mpsc::Sender<super::background::Signal>,
+    /// Wakes the background job after each applied group.
+    pub background: Signaller,
     /// Set to the reason once the WAL fails; the replica then refuses writes.
     pub failed: Arc<Mutex<Option<String>>>,
     /// Set while the last commit failed on a full disk (cleared by the next that succeeds).
     pub disk_full: Arc<Mutex<Option<String>>>,
 }
 
-impl Committer {
-    /// Run until every sender is dropped, then return.
-    pub fn run(mut self, mut rx: mpsc::Receiver<CommitRequest>) {
+/// The committer with its queue: the job the commit pool runs.
+pub struct CommitJob {
+    /// The committer.
+    pub committer: Committer,
+    /// Write requests; the job finishes once every sender is dropped and the queue drained.
+    pub requests: mpsc::Receiver<CommitRequest>,
+}
+
+impl Job for CommitJob {
+    /// Commit one group: the requests queued now (at most [`MAX_GROUP`]), with one sync.
+    fn step(&mut self, _timer: bool) -> Next {
         let mut group: Vec<Pending> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+        let mut taken = 0;
+        let mut closed = false;
+        while taken < MAX_GROUP {
+            match self.requests.try_recv() {
+                Ok(req) => {
+                    taken += 1;
+                    self.committer.stage(req, &mut group);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
             }
-            for req in batch {
-                self.stage(req, &mut group);
-            }
-            self.flush(&mut group);
         }
-        self.flush(&mut group);
+        self.committer.flush(&mut group);
+        if closed {
+            Next::Done
+        } else if taken == MAX_GROUP {
+            Next::Again
+        } else {
+            Next::Wait
+        }
     }
+}
 
+impl Committer {
     /// Answer a group whose commit failed. On a full disk the group is discarded and the
     /// next write tries again (so writes resume by themselves once space is freed); any other
     /// failure stops writes until a restart.
@@ -199,7 +221,7 @@ impl Committer {
             })
             .collect();
         drop(state);
-        let _ = self.index_signal.send(super::background::Signal::NewRows);
+        self.background.send(Signal::NewRows);
         for (reply, r) in results {
             let _ = reply.send(r);
         }

@@ -1,5 +1,5 @@
 //! Indexing: linking published rows into their segment's HNSW graph, in parallel on the
-//! shared rayon pool, and repairing reachability. Run by the replica's background task
+//! shared rayon pool, and repairing reachability. Run by the replica's background job
 //! whenever the committer signals new rows.
 //!
 //! It also repairs reachability (see `SegmentIndex::repair`), but not after every catch-up:
@@ -51,22 +51,29 @@ pub fn segments(state: &RwLock<ReplicaState>, threshold: f64) -> Vec<Arc<Segment
         .collect()
 }
 
-/// Link the rows published so far in every segment worth linking (one pass: rows published
-/// meanwhile are linked on the next wake-up, which their commit signals), unless `stop` is
-/// set. Returns the segments linked.
-pub fn link_all(
+/// Rows one background step links at most, over all of a replica's segments, before it
+/// yields its thread to the other replicas' jobs.
+pub const LINK_BUDGET: usize = 4 * INDEX_CHUNK;
+
+/// Link up to `budget` of the rows published so far in the segments worth linking (rows
+/// published meanwhile are linked on a later step, which their commit signals), unless
+/// `stop` is set. Returns the segments looked at and whether rows are left to link.
+pub fn link_some(
     state: &RwLock<ReplicaState>,
     threshold: f64,
+    budget: usize,
     stop: &AtomicBool,
-) -> Vec<Arc<SegmentIndex>> {
+) -> (Vec<Arc<SegmentIndex>>, bool) {
     let segments = segments(state, threshold);
+    let mut left = budget;
     for s in &segments {
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || left == 0 {
             break;
         }
-        s.index_pending(INDEX_CHUNK, stop);
+        left = left.saturating_sub(s.index_some(INDEX_CHUNK, left, stop));
     }
-    segments
+    let more = segments.iter().any(|s| s.indexed() < s.len());
+    (segments, more)
 }
 
 /// Repair the segments that are due; returns `(relinked, still pending)`: the rows relinked,

@@ -1,9 +1,9 @@
 //! A replica: one shard of one namespace on this node — segments, ids, payload and
 //! tombstones in memory, made durable by its WAL and by checkpoints of sealed segments.
 //!
-//! Writes go through the committer thread (group commit, then apply); a background thread
-//! links new rows into the graph, optimizes segments and writes checkpoints; reads take the
-//! state's read lock. Start-up loads the sealed segments the manifest lists (no graph is
+//! Writes go through the committer job (group commit, then apply); a background job links
+//! new rows into the graph, optimizes segments and writes checkpoints; both run on the
+//! node's shared worker pools ([`crate::workers`]). Reads take the state's read lock. Start-up loads the sealed segments the manifest lists (no graph is
 //! rebuilt) and replays only the WAL after its checkpoint. A replica never talks to other
 //! nodes: replication is layered above it.
 
@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use self::background::{Counters, Signal};
+use self::background::{Counters, Signal, Signaller};
 pub use self::checkpoint::Outcome as CheckpointOutcome;
 use self::commit::{CommitOp, CommitRequest};
 use self::mutation::UpsertRows;
@@ -39,7 +39,8 @@ pub use self::query::{Projection, SearchParams};
 use self::state::ReplicaState;
 use crate::distance::normalize;
 use crate::error::{Result, ShardError};
-use crate::wal::WalFiles;
+use crate::wal::{LogBackend, WalFiles};
+use crate::workers::{JobHandle, Pool};
 
 /// Tunables shared by every replica of a node.
 #[derive(Debug, Clone)]
@@ -69,6 +70,37 @@ impl Default for ReplicaSettings {
             checkpoint_interval: Duration::from_secs(60),
             compaction_threshold: 0.2,
         }
+    }
+}
+
+/// What a node gives every replica it hosts: the tunables, the WAL backend and the worker
+/// pools its jobs run on.
+#[derive(Clone)]
+pub struct Host {
+    /// Tunables.
+    pub settings: ReplicaSettings,
+    /// How WAL files are written.
+    pub backend: Arc<dyn LogBackend>,
+    /// Runs every replica's committer.
+    pub commit_pool: Pool,
+    /// Runs every replica's background job (linking, repair, optimizer, checkpoints).
+    pub background_pool: Pool,
+}
+
+impl Host {
+    /// A host with `commit_threads` and `background_threads` threads in its pools.
+    pub fn new(
+        settings: ReplicaSettings,
+        backend: Arc<dyn LogBackend>,
+        commit_threads: usize,
+        background_threads: usize,
+    ) -> std::io::Result<Host> {
+        Ok(Host {
+            settings,
+            backend,
+            commit_pool: Pool::new("commit", commit_threads)?,
+            background_pool: Pool::new("segments", background_threads)?,
+        })
     }
 }
 
@@ -106,13 +138,14 @@ pub struct Replica {
     dir: PathBuf,
     state: Arc<RwLock<ReplicaState>>,
     commits: Mutex<Option<mpsc::Sender<CommitRequest>>>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    commit_job: JobHandle,
+    background_job: JobHandle,
     failed: Arc<Mutex<Option<String>>>,
     disk_full: Arc<Mutex<Option<String>>>,
     wal_files: WalFiles,
     syncs: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    signal: Mutex<Option<std::sync::mpsc::Sender<Signal>>>,
+    signal: Mutex<Option<Signaller>>,
     counters: Arc<Counters>,
     checkpoint_error: Arc<Mutex<Option<String>>>,
 }
@@ -139,7 +172,7 @@ impl Replica {
         self.ask(Signal::Checkpoint)
     }
 
-    /// Send the background task a request made by `make` around a reply channel, and wait
+    /// Send the background job a request made by `make` around a reply channel, and wait
     /// for the reply.
     fn ask<T>(&self, make: impl FnOnce(std::sync::mpsc::Sender<Result<T>>) -> Signal) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -148,9 +181,9 @@ impl Replica {
             .lock()
             .clone()
             .ok_or_else(|| self.unavailable("shutting down"))?;
-        sender
-            .send(make(tx))
-            .map_err(|_| self.unavailable("shutting down"))?;
+        if !sender.send(make(tx)) {
+            return Err(self.unavailable("shutting down"));
+        }
         rx.recv().map_err(|_| self.unavailable("shutting down"))?
     }
 
@@ -234,9 +267,12 @@ impl Replica {
             .clone()
             .ok_or_else(|| self.unavailable("shutting down"))?;
         let (reply, rx) = oneshot::channel();
-        tx.send(CommitRequest { op, reply })
-            .await
-            .map_err(|_| self.unavailable("shutting down"))?;
+        let sent = tx.send(CommitRequest { op, reply }).await;
+        // Wake after dropping our sender: the committer finishes once it sees every sender
+        // gone, and it only looks when woken.
+        drop(tx);
+        self.commit_job.wake();
+        sent.map_err(|_| self.unavailable("shutting down"))?;
         Ok(Pending {
             rx,
             key: self.key.clone(),
@@ -377,25 +413,23 @@ impl Replica {
         })
     }
 
-    /// Tell the threads to stop without waiting for them: the committer finishes the queued
+    /// Tell the jobs to stop without waiting for them: the committer finishes the queued
     /// writes, background work stops at its next step. [`Replica::shutdown`] then waits.
     pub fn begin_shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.commits.lock().take();
         self.signal.lock().take();
+        self.commit_job.wake();
+        self.background_job.wake();
     }
 
-    /// Stop the threads after the queued writes are committed; background work (linking,
-    /// merges, checkpoints) stops at its next step and resumes after the next start.
-    /// Idempotent.
+    /// Stop the jobs after the queued writes are committed; background work (linking,
+    /// merges, checkpoints) stops at its next step and resumes after the next start. Once it
+    /// returns the replica's files are closed. Idempotent.
     pub fn shutdown(&self) {
         self.begin_shutdown();
-        let threads: Vec<_> = self.threads.lock().drain(..).collect();
-        for t in threads {
-            if t.join().is_err() {
-                tracing::error!(replica = %self.key, "a replica thread panicked");
-            }
-        }
+        self.commit_job.wait_done();
+        self.background_job.wait_done();
     }
 }
 

@@ -1,6 +1,6 @@
 //! Creating, opening and restoring a replica: writing its directory, loading the sealed
 //! segments its manifest lists, replaying the WAL after the checkpoint, and starting its
-//! committer and background threads. Nothing here runs once the replica serves.
+//! committer and background jobs. Nothing here runs once the replica serves.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,16 +10,16 @@ use longbow_common::shard_api::{decode_schema, encode_schema, ReplicaInfo, Repli
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use super::background::{Background, Counters, Signal};
-use super::commit::Committer;
+use super::background::{Background, BackgroundJob, Counters, Signal, Signaller};
+use super::commit::{CommitJob, Committer};
 use super::mutation::Mutation;
 use super::state::ReplicaState;
-use super::{io_err, seed_of, Replica, ReplicaMeta, ReplicaSettings, META_FILE, WAL_DIR};
+use super::{io_err, seed_of, Host, Replica, ReplicaMeta, META_FILE, WAL_DIR};
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
 use crate::storage::sealed::{collect_garbage, load_segment};
 use crate::storage::Manifest;
-use crate::wal::{LogBackend, Wal};
+use crate::wal::Wal;
 
 impl Replica {
     /// Create a new replica in `dir` (which must not exist) and start it.
@@ -27,8 +27,7 @@ impl Replica {
         dir: &Path,
         info: ReplicaInfo,
         payload: PayloadSchema,
-        settings: &ReplicaSettings,
-        backend: Arc<dyn LogBackend>,
+        host: &Host,
     ) -> Result<Replica> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -58,16 +57,13 @@ impl Replica {
         crate::wal::io::sync_dir(&tmp).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
         crate::wal::io::sync_dir(parent).map_err(io_err(parent))?;
-        Replica::open(dir, settings, backend)
+        Replica::open(dir, host)
     }
 
     /// Open an existing replica: read its metadata, load the sealed segments its manifest
-    /// lists, replay the WAL after the checkpoint, start its threads.
-    pub fn open(
-        dir: &Path,
-        settings: &ReplicaSettings,
-        backend: Arc<dyn LogBackend>,
-    ) -> Result<Replica> {
+    /// lists, replay the WAL after the checkpoint, start its jobs.
+    pub fn open(dir: &Path, host: &Host) -> Result<Replica> {
+        let settings = &host.settings;
         let meta_path = dir.join(META_FILE);
         let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta: ReplicaMeta = serde_json::from_slice(&bytes).map_err(|e| ShardError::Io {
@@ -103,7 +99,7 @@ impl Replica {
         collect_garbage(dir, &manifest)?;
         let (wal, entries) = Wal::open(
             &dir.join(WAL_DIR),
-            backend,
+            host.backend.clone(),
             settings.wal_segment_bytes,
             manifest.checkpoint_lsn,
         )?;
@@ -113,10 +109,10 @@ impl Replica {
             state.apply(e.lsn, &m)?;
         }
         tracing::info!(replica = %key, segments = manifest.segments.len(), checkpoint_lsn = manifest.checkpoint_lsn, replayed, lsn = state.applied_lsn, "replica opened");
-        Replica::start(dir, key, info, state, wal, manifest, settings)
+        Replica::start(dir, key, info, state, wal, manifest, host)
     }
 
-    /// Start the committer and background threads over a loaded state.
+    /// Start the committer and background jobs over a loaded state.
     fn start(
         dir: &Path,
         key: ReplicaKey,
@@ -124,8 +120,9 @@ impl Replica {
         state: ReplicaState,
         wal: Wal,
         manifest: Manifest,
-        settings: &ReplicaSettings,
+        host: &Host,
     ) -> Result<Replica> {
+        let settings = &host.settings;
         let committer_schema = state.schema.clone();
         let state = Arc::new(RwLock::new(state));
         let (signal_tx, signal_rx) = std::sync::mpsc::channel();
@@ -143,15 +140,6 @@ impl Replica {
             .segment_bytes
             .store(manifest.disk_bytes(), Ordering::Relaxed);
         let checkpoint_error = Arc::new(Mutex::new(None));
-        let committer = Committer {
-            key: key.clone(),
-            wal,
-            state: state.clone(),
-            schema: committer_schema,
-            index_signal: signal_tx.clone(),
-            failed: failed.clone(),
-            disk_full: disk_full.clone(),
-        };
         let background = Background {
             key: key.clone(),
             dir: dir.to_path_buf(),
@@ -163,37 +151,42 @@ impl Replica {
             counters: counters.clone(),
             last_error: checkpoint_error.clone(),
         };
-        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(f)
-                .map_err(io_err(dir))
+        let background_job = host
+            .background_pool
+            .spawn(BackgroundJob::new(background, signal_rx));
+        let signaller = Signaller {
+            tx: signal_tx,
+            job: background_job.clone(),
         };
-        let threads = vec![
-            spawn(
-                format!("commit-{}", key.shard),
-                Box::new(move || committer.run(rx)),
-            )?,
-            spawn(
-                format!("segments-{}", key.shard),
-                Box::new(move || background.run(signal_rx)),
-            )?,
-        ];
+        let committer = Committer {
+            key: key.clone(),
+            wal,
+            state: state.clone(),
+            schema: committer_schema,
+            background: signaller.clone(),
+            failed: failed.clone(),
+            disk_full: disk_full.clone(),
+        };
+        let commit_job = host.commit_pool.spawn(CommitJob {
+            committer,
+            requests: rx,
+        });
         // Link whatever replay loaded.
-        let _ = signal_tx.send(Signal::NewRows);
+        signaller.send(Signal::NewRows);
         Ok(Replica {
             key,
             info,
             dir: dir.to_path_buf(),
             state,
             commits: Mutex::new(Some(tx)),
-            threads: Mutex::new(threads),
+            commit_job,
+            background_job,
             failed,
             disk_full,
             wal_files,
             syncs,
             stop,
-            signal: Mutex::new(Some(signal_tx)),
+            signal: Mutex::new(Some(signaller)),
             counters,
             checkpoint_error,
         })
@@ -201,13 +194,7 @@ impl Replica {
 
     /// Create replica `namespace` in `dir` (which must not exist) from snapshot part `part`,
     /// linking its files, and start it.
-    pub fn restore(
-        part: &Path,
-        dir: &Path,
-        namespace: &str,
-        settings: &ReplicaSettings,
-        backend: Arc<dyn LogBackend>,
-    ) -> Result<Replica> {
+    pub fn restore(part: &Path, dir: &Path, namespace: &str, host: &Host) -> Result<Replica> {
         let meta_path = part.join(META_FILE);
         let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let mut meta: ReplicaMeta =
@@ -227,6 +214,6 @@ impl Replica {
         let tmp = parent.join(format!(".restoring-{name}"));
         crate::storage::snapshot::link_files(part, &manifest, &rewritten, META_FILE, &tmp)?;
         crate::storage::snapshot::publish(&tmp, dir)?;
-        Replica::open(dir, settings, backend)
+        Replica::open(dir, host)
     }
 }

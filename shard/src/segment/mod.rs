@@ -104,11 +104,16 @@ impl SegmentIndex {
     /// on the current rayon pool. Returns the number of rows linked. Rows published meanwhile
     /// wait for the next call, so a steady stream of writes cannot keep one call going (and
     /// its caller from its other work). Only one thread may index a segment at a time (the
-    /// replica's background task). Stops between chunks once `stop` is set (the rest is
+    /// replica's background job). Stops between chunks once `stop` is set (the rest is
     /// linked by a later call, or after the next start).
     pub fn index_pending(&self, chunk: usize, stop: &AtomicBool) -> usize {
+        self.index_some(chunk, usize::MAX, stop)
+    }
+
+    /// Like [`SegmentIndex::index_pending`], but link at most `max_rows` rows.
+    pub fn index_some(&self, chunk: usize, max_rows: usize, stop: &AtomicBool) -> usize {
         use rayon::prelude::*;
-        let target = self.len();
+        let target = self.len().min(self.indexed().saturating_add(max_rows));
         let mut linked = 0;
         loop {
             if stop.load(Ordering::Relaxed) {

@@ -18,6 +18,7 @@ pub mod npy;
 /// A node over `dir` with small segments so tests cross segment boundaries.
 pub fn open_node(dir: &Path, segment_capacity: usize) -> ShardNode {
     ShardNode::open(NodeConfig {
+        workers: Default::default(),
         data_dir: dir.to_path_buf(),
         replica: ReplicaSettings {
             segment_capacity,
