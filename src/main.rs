@@ -89,6 +89,11 @@ pub(crate) struct LimitArgs {
     /// Deadline of one client request, in seconds.
     #[arg(long, env = "LONGBOW_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub(crate) request_timeout_secs: u64,
+    /// Raft log entries between two snapshots of the catalog; each snapshot lets the log it
+    /// covers be deleted, so the catalog store stays near the size of the catalog.
+    #[arg(long, env = "LONGBOW_RAFT_SNAPSHOT_LOGS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) raft_snapshot_logs: u64,
 }
 
 #[derive(clap::Args, Debug)]

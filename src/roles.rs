@@ -76,6 +76,7 @@ fn coordinator_config(
     c.max_fanout = limits.max_fanout;
     c.inflight_budget = limits.inflight_budget;
     c.request_timeout = Duration::from_secs(limits.request_timeout_secs.max(1));
+    c.raft_snapshot_logs = limits.raft_snapshot_logs;
     c
 }
 

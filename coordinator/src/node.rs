@@ -40,6 +40,9 @@ pub struct CoordinatorConfig {
     pub request_timeout: Duration,
     /// A shard node without a heartbeat for this long is not given new replicas.
     pub heartbeat_timeout: Duration,
+    /// Raft log entries between two snapshots of the catalog (each snapshot lets the log it
+    /// covers be purged).
+    pub raft_snapshot_logs: u64,
 }
 
 impl CoordinatorConfig {
@@ -56,6 +59,7 @@ impl CoordinatorConfig {
             inflight_budget: 256,
             request_timeout: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(10),
+            raft_snapshot_logs: 1000,
         }
     }
 }
@@ -113,8 +117,13 @@ impl Coordinator {
     ) -> Result<Arc<Coordinator>> {
         let lock = longbow_common::dirlock::DirLock::acquire(&config.data_dir, "coordinator")
             .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-        let group =
-            CatalogGroup::start(config.node_id, &config.internal_addr, &config.data_dir).await?;
+        let group = CatalogGroup::start(
+            config.node_id,
+            &config.internal_addr,
+            &config.data_dir,
+            config.raft_snapshot_logs,
+        )
+        .await?;
         group.wait_leader(Duration::from_secs(10)).await?;
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
         Ok(Arc::new(Coordinator {

@@ -1,6 +1,7 @@
 //! The catalog's Raft group: type configuration, start-up and the typed write path.
 //!
-//! Log, vote and state machine live in `sled` ([`store`]); RPCs between coordinators travel
+//! Log and vote live in `sled`, the state machine in memory with snapshots in a file
+//! ([`store`]); RPCs between coordinators travel
 //! over the internal Flight port ([`network`]). One coordinator is a one-voter cluster.
 
 pub mod disk;
@@ -12,7 +13,7 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::{BasicNode, Config, Raft};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use parking_lot::RwLock;
 
 use crate::catalog::{Catalog, CatalogCommand, CatalogResponse};
@@ -24,6 +25,10 @@ openraft::declare_raft_types!(
         D = CatalogCommand,
         R = CatalogResponse,
 );
+
+/// Log entries kept after a snapshot covers them, so a follower slightly behind catches up
+/// from the log instead of a whole snapshot.
+pub const LOGS_KEPT: u64 = 100;
 
 /// The running Raft node.
 pub type CatalogRaft = Raft<TypeConfig>;
@@ -43,17 +48,24 @@ pub struct CatalogGroup {
 
 impl CatalogGroup {
     /// Open the Raft storage under `dir` and start the node. A coordinator whose storage is
-    /// empty initialises a one-voter cluster of itself at `internal_addr`.
-    pub async fn start(id: u64, internal_addr: &str, dir: &Path) -> Result<CatalogGroup> {
-        let db =
-            sled::open(dir.join("raft")).map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-        let (log_store, state_machine) = store::open(db)?;
+    /// empty initialises a one-voter cluster of itself at `internal_addr`. A snapshot of the
+    /// catalog is written every `snapshot_logs` entries and the log it covers is purged
+    /// (all but the last [`LOGS_KEPT`], for followers slightly behind).
+    pub async fn start(
+        id: u64,
+        internal_addr: &str,
+        dir: &Path,
+        snapshot_logs: u64,
+    ) -> Result<CatalogGroup> {
+        let (log_store, state_machine) = store::open(dir)?;
         let catalog = state_machine.catalog();
         let config = Config {
             cluster_name: "longbow-catalog".into(),
             heartbeat_interval: 250,
             election_timeout_min: 500,
             election_timeout_max: 1000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs.max(1)),
+            max_in_snapshot_log_to_keep: LOGS_KEPT,
             ..Default::default()
         };
         let config = Arc::new(

@@ -1,9 +1,14 @@
-//! Raft storage in `sled`: the log (tree `log`, key = index big-endian), the vote and
-//! purge/commit marks (tree `meta`), and the state machine (tree `sm`: the catalog, the last
-//! applied log id and membership, written with every applied batch, so a restart resumes
-//! where it stopped without replaying the log).
+//! Raft storage: the log in `sled` (tree `log`, key = index big-endian; the vote and the
+//! purge and commit marks in tree `meta`), the state machine in memory, and its latest
+//! snapshot in `catalog-snapshot.json` beside the sled directory.
 //!
-//! Every write is flushed before it is reported done: Raft's safety needs a durable vote and log.
+//! Applying an entry only changes memory. Every `snapshot_logs` entries openraft builds a
+//! snapshot, which is written atomically before openraft purges the log it covers; a restart
+//! loads the snapshot and openraft re-applies the committed log after it. So the store holds
+//! one copy of the catalog plus a bounded tail of log, and shrinks when namespaces go.
+//!
+//! Every log and vote write is flushed before it is reported done: Raft's safety needs them
+//! durable.
 
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the helpers
 // below return it too rather than converting back and forth.
@@ -12,6 +17,7 @@
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -30,6 +36,12 @@ type NodeId = u64;
 type Node = openraft::BasicNode;
 type SErr = StorageError<NodeId>;
 
+/// Page cache of the sled log.
+const SLED_CACHE_BYTES: u64 = 16 << 20;
+
+/// The snapshot file, in the coordinator's data directory.
+pub const SNAPSHOT_FILE: &str = "catalog-snapshot.json";
+
 fn io_read(e: impl std::error::Error + 'static) -> SErr {
     StorageIOError::read(&e).into()
 }
@@ -45,7 +57,7 @@ pub struct LogStore {
     meta: sled::Tree,
 }
 
-/// Persisted state-machine contents.
+/// The state machine's contents as a snapshot carries them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SmData {
     last_applied: Option<LogId<NodeId>>,
@@ -53,33 +65,115 @@ struct SmData {
     catalog: Catalog,
 }
 
-/// The state machine.
-pub struct StateMachine {
-    db: sled::Db,
-    sm: sled::Tree,
+/// The snapshot file's contents.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    snapshot_id: String,
     data: SmData,
+}
+
+/// A snapshot's meta and its encoded [`SmData`].
+type Encoded = (SnapshotMeta<NodeId, Node>, Vec<u8>);
+
+/// Where the latest snapshot is kept, and a copy of it to serve followers.
+struct SnapshotStore {
+    path: PathBuf,
+    /// The latest snapshot: its meta and its encoded [`SmData`].
+    latest: RwLock<Option<Encoded>>,
+}
+
+impl SnapshotStore {
+    /// Make `data` the durable snapshot `snapshot_id` and return its meta and bytes.
+    fn store(
+        &self,
+        snapshot_id: String,
+        data: &SmData,
+    ) -> std::result::Result<Encoded, SErr> {
+        let meta = SnapshotMeta {
+            last_log_id: data.last_applied,
+            last_membership: data.membership.clone(),
+            snapshot_id: snapshot_id.clone(),
+        };
+        let bytes = serde_json::to_vec(data).map_err(io_write)?;
+        let file = serde_json::to_vec(&StoredSnapshot {
+            snapshot_id,
+            data: data.clone(),
+        })
+        .map_err(io_write)?;
+        longbow_common::disk::replace_file(&self.path, &file).map_err(io_write)?;
+        *self.latest.write() = Some((meta.clone(), bytes.clone()));
+        Ok((meta, bytes))
+    }
+}
+
+/// The state machine: the applied catalog, shared with the read path.
+pub struct StateMachine {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
     catalog: Arc<RwLock<Catalog>>,
+    snapshots: Arc<SnapshotStore>,
     snapshot_idx: u64,
 }
 
-/// Open both halves over one sled database.
-pub fn open(db: sled::Db) -> Result<(LogStore, StateMachine)> {
-    let t = |name: &str| {
-        db.open_tree(name)
-            .map_err(|e| CoordinatorError::Storage(e.to_string()))
-    };
+/// Open both halves: the sled log under `dir/raft`, the snapshot in `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachine)> {
+    let storage = |e: &dyn std::fmt::Display| CoordinatorError::Storage(e.to_string());
+    // The log stays small (snapshots purge it), so sled needs little cache.
+    let db = sled::Config::new()
+        .path(dir.join("raft"))
+        .cache_capacity(SLED_CACHE_BYTES)
+        .open()
+        .map_err(|e| storage(&e))?;
+    let t = |name: &str| db.open_tree(name).map_err(|e| storage(&e));
     let log = t("log")?;
     let meta = t("meta")?;
-    let sm = t("sm")?;
-    let data: SmData = match sm
-        .get("data")
-        .map_err(|e| CoordinatorError::Storage(e.to_string()))?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| CoordinatorError::Storage(format!("state machine: {e}")))?,
-        None => SmData::default(),
+    // Stores written before snapshots kept the whole state machine in tree `sm`, updated
+    // with every applied entry.
+    let legacy = match db.tree_names().iter().any(|n| n.as_ref() == b"sm") {
+        true => t("sm")?.get("data").map_err(|e| storage(&e))?,
+        false => None,
     };
-    let catalog = Arc::new(RwLock::new(data.catalog.clone()));
+    let path = dir.join(SNAPSHOT_FILE);
+    let (data, latest) = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored: StoredSnapshot = serde_json::from_slice(&bytes)
+                .map_err(|e| CoordinatorError::Storage(format!("{}: {e}", path.display())))?;
+            let encoded = serde_json::to_vec(&stored.data).map_err(|e| storage(&e))?;
+            let meta = SnapshotMeta {
+                last_log_id: stored.data.last_applied,
+                last_membership: stored.data.membership.clone(),
+                snapshot_id: stored.snapshot_id,
+            };
+            (stored.data, Some((meta, encoded)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let data = match &legacy {
+                Some(bytes) => serde_json::from_slice(bytes)
+                    .map_err(|e| CoordinatorError::Storage(format!("state machine: {e}")))?,
+                None => SmData::default(),
+            };
+            (data, None)
+        }
+        Err(e) => {
+            return Err(CoordinatorError::Storage(format!(
+                "{}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let snapshots = Arc::new(SnapshotStore {
+        path,
+        latest: RwLock::new(latest),
+    });
+    if legacy.is_some() {
+        if snapshots.latest.read().is_none() {
+            // Carry the legacy state machine over into the first snapshot.
+            let id = format!("legacy-{}", data.last_applied.map_or(0, |l| l.index));
+            snapshots.store(id, &data).map_err(|e| storage(&e))?;
+        }
+        db.drop_tree("sm").map_err(|e| storage(&e))?;
+        db.flush().map_err(|e| storage(&e))?;
+    }
     Ok((
         LogStore {
             db: db.clone(),
@@ -87,10 +181,10 @@ pub fn open(db: sled::Db) -> Result<(LogStore, StateMachine)> {
             meta,
         },
         StateMachine {
-            db,
-            sm,
-            data,
-            catalog,
+            last_applied: data.last_applied,
+            membership: data.membership,
+            catalog: Arc::new(RwLock::new(data.catalog)),
+            snapshots,
             snapshot_idx: 0,
         },
     ))
@@ -245,33 +339,36 @@ impl StateMachine {
         self.catalog.clone()
     }
 
-    fn persist(&self) -> std::result::Result<(), SErr> {
-        let bytes = serde_json::to_vec(&self.data).map_err(io_write)?;
-        self.sm.insert("data", bytes).map_err(io_write)?;
-        self.db.flush().map_err(io_write)?;
-        Ok(())
+    fn data(&self) -> SmData {
+        SmData {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            catalog: self.catalog.read().clone(),
+        }
     }
 }
 
-/// Builds snapshots from a copy of the state machine data.
+/// Builds a snapshot from a copy of the state machine taken when openraft asked for it.
 pub struct SnapshotBuilder {
     data: SmData,
     idx: u64,
+    snapshots: Arc<SnapshotStore>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Write the snapshot durably (openraft purges the log it covers once this returns).
     async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, SErr> {
-        let bytes = serde_json::to_vec(&self.data).map_err(io_read)?;
         let snapshot_id = match &self.data.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.idx),
             None => format!("none-{}", self.idx),
         };
+        let (store, data) = (self.snapshots.clone(), self.data.clone());
+        let (meta, bytes) = tokio::task::spawn_blocking(move || store.store(snapshot_id, &data))
+            .await
+            .map_err(io_write)??;
+        tracing::debug!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "catalog snapshot written");
         Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: self.data.last_applied,
-                last_membership: self.data.membership.clone(),
-                snapshot_id,
-            },
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
@@ -283,7 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(
         &mut self,
     ) -> std::result::Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), SErr> {
-        Ok((self.data.last_applied, self.data.membership.clone()))
+        Ok((self.last_applied, self.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<CatalogResponse>, SErr>
@@ -292,27 +389,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut out = Vec::new();
+        let mut catalog = self.catalog.write();
         for e in entries {
-            self.data.last_applied = Some(e.log_id);
+            self.last_applied = Some(e.log_id);
             match e.payload {
                 EntryPayload::Blank => out.push(CatalogResponse::Ok),
-                EntryPayload::Normal(cmd) => out.push(self.data.catalog.apply(&cmd)),
+                EntryPayload::Normal(cmd) => out.push(catalog.apply(&cmd)),
                 EntryPayload::Membership(m) => {
-                    self.data.membership = StoredMembership::new(Some(e.log_id), m);
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
                     out.push(CatalogResponse::Ok);
                 }
             }
         }
-        self.persist()?;
-        *self.catalog.write() = self.data.catalog.clone();
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_idx += 1;
         SnapshotBuilder {
-            data: self.data.clone(),
+            data: self.data(),
             idx: self.snapshot_idx,
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -330,19 +427,71 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut data: SmData = serde_json::from_slice(snapshot.get_ref()).map_err(io_read)?;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
-        self.data = data;
-        self.persist()?;
-        *self.catalog.write() = self.data.catalog.clone();
+        let (store, id, copy) = (
+            self.snapshots.clone(),
+            meta.snapshot_id.clone(),
+            data.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.store(id, &copy))
+            .await
+            .map_err(io_write)??;
+        self.last_applied = data.last_applied;
+        self.membership = data.membership;
+        *self.catalog.write() = data.catalog;
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> std::result::Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let mut b = SnapshotBuilder {
-            data: self.data.clone(),
-            idx: self.snapshot_idx,
+        Ok(self
+            .snapshots
+            .latest
+            .read()
+            .clone()
+            .map(|(meta, bytes)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CatalogCommand;
+
+    /// A store written before snapshots (the whole state machine in tree `sm`) opens with
+    /// its catalog, which moves into the first snapshot file.
+    #[test]
+    fn a_legacy_state_machine_becomes_the_first_snapshot() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogCommand::RegisterShardNode {
+            node_key: "k1".into(),
+            address: "127.0.0.1:1".into(),
+        });
+        let legacy = SmData {
+            last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 7)),
+            membership: StoredMembership::default(),
+            catalog,
         };
-        Ok(Some(b.build_snapshot().await?))
+        {
+            let db = sled::open(tmp.path().join("raft")).expect("sled");
+            let sm = db.open_tree("sm").expect("tree");
+            sm.insert("data", serde_json::to_vec(&legacy).expect("json"))
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        for _ in 0..2 {
+            let (_, machine) = open(tmp.path()).expect("open");
+            assert_eq!(machine.last_applied.map(|l| l.index), Some(7));
+            assert_eq!(machine.catalog.read().nodes[&1].address, "127.0.0.1:1");
+            let stored = machine.snapshots.latest.read().clone().expect("snapshot");
+            assert_eq!(stored.0.last_log_id.map(|l| l.index), Some(7));
+        }
+        assert!(tmp.path().join(SNAPSHOT_FILE).exists());
+        let db = sled::open(tmp.path().join("raft")).expect("sled");
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"sm"));
     }
 }

@@ -5,7 +5,7 @@
 //! either the old or the new version, never a mix.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,16 +66,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Replace `path` with `bytes` atomically: temporary file, `fsync`, rename, directory `fsync`.
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    write_new(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    longbow_common::disk::replace_file(path, bytes).map_err(io_err(path))
 }
 
 /// Read `path` whole and check it against `sum`.
