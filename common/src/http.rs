@@ -1,4 +1,5 @@
-//! The HTTP side port of every role: `/metrics` (Prometheus text), `/healthz` (the process
+//! The HTTP side port of every role: `/metrics` (Prometheus text: the role's metrics, then
+//! the process's from [`crate::process`]), `/healthz` (the process
 //! is up: `ok`, or `degraded: <why>` while it serves with a fault such as a full disk) and
 //! `/readyz` (it can serve: every replica opened, a Raft leader known, every shard node that
 //! holds replicas registered; the body adds details such as how far indexing is behind).
@@ -29,12 +30,14 @@ pub trait Health: Send + Sync + 'static {
 }
 
 async fn metrics(State(h): State<Arc<dyn Health>>) -> impl IntoResponse {
+    let role = h.metrics_text();
+    let body = role.strip_suffix("# EOF\n").unwrap_or(&role);
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        h.metrics_text(),
+        format!("{body}{}# EOF\n", crate::process::metrics_text()),
     )
 }
 

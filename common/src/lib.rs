@@ -16,6 +16,7 @@ pub mod ids;
 pub mod model;
 pub mod net;
 pub mod payload_schema;
+pub mod process;
 pub mod request;
 pub mod shard_api;
 pub mod vectors;

@@ -84,11 +84,7 @@ struct SnapshotStore {
 
 impl SnapshotStore {
     /// Make `data` the durable snapshot `snapshot_id` and return its meta and bytes.
-    fn store(
-        &self,
-        snapshot_id: String,
-        data: &SmData,
-    ) -> std::result::Result<Encoded, SErr> {
+    fn store(&self, snapshot_id: String, data: &SmData) -> std::result::Result<Encoded, SErr> {
         let meta = SnapshotMeta {
             last_log_id: data.last_applied,
             last_membership: data.membership.clone(),

@@ -1,0 +1,193 @@
+//! The Flight calls the soak workload makes, in the client API's public forms: DoAction for
+//! namespaces and deletes, DoPut for writes, DoExchange for searches, DoGet for reads by id.
+//! Nothing here retries: every failure is reported to the caller, which counts it.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use arrow_schema::{DataType, Field, Schema};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+
+/// One connection to a coordinator's data and meta ports.
+pub struct Client {
+    data: FlightClient,
+    meta: FlightClient,
+}
+
+async fn connect(addr: &str) -> Result<FlightClient> {
+    let uri = if addr.starts_with("http") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())
+        .with_context(|| format!("address {uri}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {uri}"))?;
+    Ok(FlightClient::new(channel))
+}
+
+/// Rows `ids` with `vectors` (row-major, `dim` wide).
+pub fn rows(ids: &[u64], vectors: &[f32], dim: usize) -> Result<RecordBatch> {
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new("vector", vector_type(dim), false),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(UInt64Array::from(ids.to_vec())),
+            Arc::new(vector_array(vectors, dim)?),
+        ],
+    )?)
+}
+
+fn vector_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        dim as i32,
+    )
+}
+
+fn vector_array(vectors: &[f32], dim: usize) -> Result<FixedSizeListArray> {
+    Ok(FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        dim as i32,
+        Arc::new(Float32Array::from(vectors.to_vec())),
+        None,
+    )?)
+}
+
+fn status(e: arrow_flight::error::FlightError) -> anyhow::Error {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => {
+            anyhow!("{:?}: {}", s.code(), s.message())
+        }
+        other => anyhow!(other.to_string()),
+    }
+}
+
+impl Client {
+    /// Connect to the data and meta ports (`host:port` or a URI).
+    pub async fn connect(data: &str, meta: &str) -> Result<Client> {
+        Ok(Client {
+            data: connect(data).await?,
+            meta: connect(meta).await?,
+        })
+    }
+
+    /// Run action `kind` with a JSON body; its first result as JSON.
+    pub async fn action(&mut self, kind: &str, body: Value) -> Result<Value> {
+        let mut s = self
+            .meta
+            .do_action(Action::new(kind.to_string(), serde_json::to_vec(&body)?))
+            .await
+            .map_err(status)?;
+        let bytes = s
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("{kind}: no result"))?
+            .map_err(status)?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Write rows (one DoPut stream, one batch); the rows the server acknowledged.
+    pub async fn put(&mut self, ns: &str, batch: RecordBatch) -> Result<u64> {
+        let stream = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![ns.to_string()])))
+            .build(futures::stream::iter([Ok(batch)]));
+        let results: Vec<_> = self
+            .data
+            .do_put(stream)
+            .await
+            .map_err(status)?
+            .try_collect()
+            .await
+            .map_err(status)?;
+        let mut rows = 0;
+        for r in results {
+            let v: Value = serde_json::from_slice(&r.app_metadata).unwrap_or(Value::Null);
+            rows += v["rows"].as_u64().unwrap_or(0);
+        }
+        Ok(rows)
+    }
+
+    /// Delete rows by id; the rows the server says it deleted.
+    pub async fn delete(&mut self, ns: &str, ids: &[u64]) -> Result<u64> {
+        let r = self
+            .action("Delete", json!({"namespace": ns, "ids": ids}))
+            .await?;
+        Ok(r["deleted"].as_u64().unwrap_or(0))
+    }
+
+    /// The `k` nearest ids to `query`, nearest first.
+    pub async fn search(&mut self, ns: &str, query: &[f32], k: usize) -> Result<Vec<u64>> {
+        let cmd = json!({"op": "search", "namespace": ns, "k": k});
+        let schema = Schema::new(vec![Field::new("vector", vector_type(query.len()), false)]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(vector_array(query, query.len())?)],
+        )?;
+        let stream = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(serde_json::to_vec(&cmd)?)))
+            .build(futures::stream::iter([Ok(batch)]));
+        let batches: Vec<RecordBatch> = self
+            .data
+            .do_exchange(stream)
+            .await
+            .map_err(status)?
+            .try_collect()
+            .await
+            .map_err(status)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(u64_column(b, "id")?);
+        }
+        Ok(out)
+    }
+
+    /// The stored vector of each of `ids` that exists.
+    pub async fn get(&mut self, ns: &str, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
+        let ticket = json!({"get": {"namespace": ns, "ids": ids, "include_vectors": true}});
+        let batches: Vec<RecordBatch> = self
+            .data
+            .do_get(Ticket::new(serde_json::to_vec(&ticket)?))
+            .await
+            .map_err(status)?
+            .try_collect()
+            .await
+            .map_err(status)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let ids = u64_column(b, "id")?;
+            let v = b
+                .column_by_name("vector")
+                .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+                .ok_or_else(|| anyhow!("get: no vector column"))?;
+            let dim = v.value_length() as usize;
+            let floats = v
+                .values()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| anyhow!("get: vectors are not float32"))?;
+            for (row, id) in ids.into_iter().enumerate() {
+                let start = (v.offset() + row) * dim;
+                out.push((id, floats.values()[start..start + dim].to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn u64_column(b: &RecordBatch, name: &str) -> Result<Vec<u64>> {
+    let c = b
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .ok_or_else(|| anyhow!("result has no UInt64 column {name}"))?;
+    Ok(c.values().to_vec())
+}
