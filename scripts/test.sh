@@ -40,6 +40,11 @@ echo "== docs: mkdocs build --strict"
 NO_MKDOCS_2_WARNING=1 "$py" -m mkdocs build --strict --quiet
 echo "== docs: the getting-started notebook against longbow local"
 "$py" scripts/run_notebook.py "$LONGBOW_BIN" docs/notebooks/getting-started.ipynb
+echo "== soak smoke: 2 minutes of mixed workload on 3 shard nodes, then the audit"
+cargo build --locked -p longbow-soak
+"$target_dir/debug/longbow-soak" --binary "$LONGBOW_BIN" --out "$target_dir/soak-smoke" \
+  --duration-secs 120 --shard-arg=--checkpoint-interval-secs=20 >/dev/null
+echo "soak smoke passed; report in $target_dir/soak-smoke"
 echo "== packaging: SDK wheel and sdist, release workflow schema"
 rm -rf "$target_dir/sdk-dist"
 "$py" -m build --outdir "$target_dir/sdk-dist" sdk-python >/dev/null

@@ -76,13 +76,20 @@ fn spawn(mut cmd: Command, log: &Path) -> Result<(Child, String)> {
 impl Cluster {
     /// Start a coordinator and `shards` shard nodes from `binary` under `dir`, each with
     /// `extra` arguments added (for example storage settings).
-    pub fn start(binary: &Path, dir: &Path, shards: usize, extra: &[String]) -> Result<Cluster> {
+    /// `log` is their `LONGBOW_LOG` filter; logs go to `<dir>/<process>.log`.
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        shards: usize,
+        extra: &[String],
+        log: &str,
+    ) -> Result<Cluster> {
         std::fs::create_dir_all(dir)?;
         let mut cmd = Command::new(binary);
         cmd.args(["coordinator", "--data-port", "0", "--meta-port", "0"])
             .args(["--internal-port", "0", "--http-port", "0", "--data-dir"])
             .arg(dir.join("coordinator"))
-            .env("LONGBOW_LOG", "warn");
+            .env("LONGBOW_LOG", log);
         let (child, line) = spawn(cmd, &dir.join("coordinator.log"))?;
         let mut cluster = Cluster {
             data: word(&line, "data")?,
@@ -101,7 +108,7 @@ impl Cluster {
                 .args(["--coordinator", &internal, "--data-dir"])
                 .arg(dir.join(&name))
                 .args(extra)
-                .env("LONGBOW_LOG", "warn");
+                .env("LONGBOW_LOG", log);
             let (child, line) = spawn(cmd, &dir.join(format!("{name}.log")))?;
             cluster.endpoints.push(Endpoint {
                 name: name.clone(),

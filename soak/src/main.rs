@@ -44,6 +44,10 @@ struct Args {
     /// An argument for every shard node started (repeat it), e.g. `--shard-arg=--segment-rows=4096`.
     #[arg(long = "shard-arg", allow_hyphen_values = true)]
     shard_args: Vec<String>,
+    /// Log filter (`LONGBOW_LOG`) of the processes started with `--binary`; their logs are
+    /// in `<out>/cluster/<process>.log`.
+    #[arg(long, default_value = "warn")]
+    log: String,
     /// Data port of a running coordinator (`host:port`).
     #[arg(long, requires = "meta")]
     data: Option<String>,
@@ -158,7 +162,13 @@ fn cluster(args: &Args) -> Result<Cluster> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
         }
-        return Cluster::start(binary, &dir, args.shards as usize, &args.shard_args);
+        return Cluster::start(
+            binary,
+            &dir,
+            args.shards as usize,
+            &args.shard_args,
+            &args.log,
+        );
     }
     let endpoints = args
         .metrics
