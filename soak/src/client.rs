@@ -98,9 +98,7 @@ impl Client {
 
     /// Write rows (one DoPut stream, one batch); the rows the server acknowledged.
     pub async fn put(&mut self, ns: &str, batch: RecordBatch) -> Result<u64> {
-        let stream = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![ns.to_string()])))
-            .build(futures::stream::iter([Ok(batch)]));
+        let stream = one_batch(FlightDescriptor::new_path(vec![ns.to_string()]), batch);
         let results: Vec<_> = self
             .data
             .do_put(stream)
@@ -133,9 +131,7 @@ impl Client {
             Arc::new(schema),
             vec![Arc::new(vector_array(query, query.len())?)],
         )?;
-        let stream = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(serde_json::to_vec(&cmd)?)))
-            .build(futures::stream::iter([Ok(batch)]));
+        let stream = one_batch(FlightDescriptor::new_cmd(serde_json::to_vec(&cmd)?), batch);
         let batches: Vec<RecordBatch> = self
             .data
             .do_exchange(stream)
@@ -182,6 +178,16 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// A Flight stream of `batch` under `descriptor`.
+fn one_batch(
+    descriptor: FlightDescriptor,
+    batch: RecordBatch,
+) -> arrow_flight::encode::FlightDataEncoder {
+    FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(futures::stream::iter([Ok(batch)]))
 }
 
 fn u64_column(b: &RecordBatch, name: &str) -> Result<Vec<u64>> {

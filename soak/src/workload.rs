@@ -224,7 +224,7 @@ pub async fn writer(run: Run, mut client: Client, w: usize, deadline: Instant) {
             Op::Insert => {
                 let id = FRESH_IDS + fresh * writers + w as u64;
                 fresh += 1;
-                if write(&run, &mut client, op, id, None, 0).await {
+                if change(&run, &mut client, op, id, None, Some(0)).await {
                     own.push(id);
                 }
             }
@@ -233,64 +233,59 @@ pub async fn writer(run: Run, mut client: Client, w: usize, deadline: Instant) {
                 let id = own[i];
                 let old = run.oracle.lock().live.get(&id).copied();
                 let Some(old) = old else { continue };
-                if !write(&run, &mut client, op, id, Some(old), old + 1).await {
+                if !change(&run, &mut client, op, id, Some(old), Some(old + 1)).await {
                     own.swap_remove(i);
                 }
             }
             Op::Delete => {
                 let id = own.swap_remove(rng.below(own.len()));
                 let old = run.oracle.lock().live.get(&id).copied();
-                let started = Instant::now();
-                let result = client.delete(&s.namespace, &[id]).await;
-                let mut st = run.stats.lock();
-                st.record(op, started.elapsed());
-                match result {
-                    Ok(n) => {
-                        if n != 1 {
-                            st.ack_mismatches += 1;
-                        }
-                        run.oracle.lock().deleted(id);
-                    }
-                    Err(e) => {
-                        st.failed(op, &e);
-                        run.oracle.lock().unknown(id, old, None);
-                    }
-                }
+                change(&run, &mut client, op, id, old, None).await;
             }
             Op::Search => {}
         }
     }
 }
 
-/// Write `id` at `version` (previously `old`); true if acknowledged.
-async fn write(
+/// Write `id` at version `new` (delete it if `None`), whose acknowledged version was `old`;
+/// true if acknowledged.
+async fn change(
     run: &Run,
     client: &mut Client,
     op: Op,
     id: u64,
     old: Option<u32>,
-    version: u32,
+    new: Option<u32>,
 ) -> bool {
     let s = &run.settings;
-    let data = vector(id, version, s.dim, s.clusters);
     let started = Instant::now();
-    let result = match rows(&[id], &data, s.dim) {
-        Ok(batch) => client.put(&s.namespace, batch).await,
-        Err(e) => Err(e),
+    let result = match new {
+        Some(version) => {
+            let data = vector(id, version, s.dim, s.clusters);
+            match rows(&[id], &data, s.dim) {
+                Ok(batch) => client.put(&s.namespace, batch).await,
+                Err(e) => Err(e),
+            }
+        }
+        None => client.delete(&s.namespace, &[id]).await,
     };
     let mut st = run.stats.lock();
     st.record(op, started.elapsed());
+    let mut oracle = run.oracle.lock();
     match result {
         Ok(n) => {
             if n != 1 {
                 st.ack_mismatches += 1;
             }
-            run.oracle.lock().wrote(id, version);
+            match new {
+                Some(version) => oracle.wrote(id, version),
+                None => oracle.deleted(id),
+            }
             true
         }
         Err(e) => {
             st.failed(op, &e);
-            run.oracle.lock().unknown(id, old, Some(version));
+            oracle.unknown(id, old, new);
             false
         }
     }
