@@ -81,6 +81,9 @@ pub(crate) struct Graph {
     entry_lock: Mutex<()>,
     visited: VisitedPool,
     upper_bytes: AtomicUsize,
+    /// One past the highest node with upper-layer lists: dropping the graph looks no
+    /// further, so it never touches (and faults in) the untouched rest of the reservation.
+    upper_high: AtomicUsize,
     /// Per node: the next row of its exact-duplicate chain plus one, 0 at the end (see
     /// `duplicates`). For a node in the graph this is its chain's first row.
     dup_next: AtomicRegion<AtomicU32>,
@@ -112,6 +115,7 @@ impl Graph {
             entry_lock: Mutex::new(()),
             visited: VisitedPool::new(capacity),
             upper_bytes: AtomicUsize::new(0),
+            upper_high: AtomicUsize::new(0),
             dup_next: AtomicRegion::zeroed(capacity)?,
             has_dups: AtomicBool::new(false),
         })
@@ -205,6 +209,8 @@ impl Graph {
             .collect();
         self.upper_bytes
             .fetch_add(lists.len() * 4, Ordering::Relaxed);
+        self.upper_high
+            .fetch_max(node as usize + 1, Ordering::Relaxed);
         slot.store(
             Box::into_raw(lists) as *mut AtomicU32 as usize,
             Ordering::Release,
@@ -561,7 +567,8 @@ fn for_each_distance(
 
 impl Drop for Graph {
     fn drop(&mut self) {
-        for (node, slot) in self.upper.as_slice().iter().enumerate() {
+        let high = self.upper_high.load(Ordering::Relaxed);
+        for (node, slot) in self.upper.as_slice()[..high].iter().enumerate() {
             let addr = slot.load(Ordering::Acquire);
             if addr != 0 {
                 let len = self.level_of(node as u32) * (1 + self.m);
