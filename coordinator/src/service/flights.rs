@@ -11,6 +11,7 @@ use arrow_flight::{
 };
 use arrow_ipc::writer::IpcWriteOptions;
 use arrow_schema::{Field, Schema};
+use futures::StreamExt;
 use longbow_common::request::Shape;
 use longbow_common::{columns, ContractError, ErrorExt};
 use serde::Deserialize;
@@ -201,6 +202,9 @@ fn info_with_count(meta: &NamespaceMeta, count: i64) -> Result<FlightInfo, Statu
         })
 }
 
+/// Namespaces whose row counts a listing asks for at once.
+const LISTING_CONCURRENCY: usize = 16;
+
 pub(super) async fn list_flights(
     coord: &Arc<Coordinator>,
     criteria: &[u8],
@@ -214,18 +218,27 @@ pub(super) async fn list_flights(
         .values()
         .cloned()
         .collect();
-    let mut out = Vec::with_capacity(metas.len());
-    for m in &metas {
-        if !criteria.needs_rows() && !criteria.admits(&m.name, 0) {
-            continue;
-        }
+    // Namespaces are asked for their counts a few at a time, in catalog order.
+    let wanted = metas
+        .into_iter()
+        .filter(|m| criteria.needs_rows() || criteria.admits(&m.name, 0));
+    let answers: Vec<_> = futures::stream::iter(wanted)
+        .map(|m| async move {
+            let r = info(coord, &m).await;
+            (m, r)
+        })
+        .buffered(LISTING_CONCURRENCY)
+        .collect()
+        .await;
+    let mut out = Vec::with_capacity(answers.len());
+    for (m, r) in answers {
         // One namespace whose shards cannot answer must not hide all the others: it is
         // listed with an unknown count (or left out when the criteria filter on counts).
-        let i = match info(coord, m).await {
+        let i = match r {
             Ok(i) => i,
             Err(e) if !criteria.needs_rows() => {
                 tracing::warn!(namespace = %m.name, error = %e.message(), "listing a namespace without its row count");
-                info_with_count(m, -1)?
+                info_with_count(&m, -1)?
             }
             Err(e) => {
                 tracing::warn!(namespace = %m.name, error = %e.message(), "leaving a namespace whose row count is unknown out of a listing by rows");
