@@ -113,7 +113,7 @@ impl Graph {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
-            visited: VisitedPool::new(capacity),
+            visited: VisitedPool::new(),
             upper_bytes: AtomicUsize::new(0),
             upper_high: AtomicUsize::new(0),
             dup_next: AtomicRegion::zeroed(capacity)?,
