@@ -19,8 +19,18 @@ fn start(dir: &Path) -> Local {
     Local::start_with(dir, 2, &["--raft-snapshot-logs", SNAPSHOT_LOGS], &[])
 }
 
+fn snapshot_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(snapshot_file(dir))
+        .expect("snapshot")
+        .len()
+}
+
 fn snapshot_file(dir: &Path) -> std::path::PathBuf {
     dir.join("coordinator").join("catalog-snapshot.json")
+}
+
+fn long_name(round: usize, i: u64) -> String {
+    format!("namespace-with-a-long-name-{round}-{i:04}")
 }
 
 async fn names(local: &Local) -> BTreeSet<String> {
@@ -127,29 +137,17 @@ fn the_catalog_store_holds_the_live_catalog_not_its_history() {
     for round in 0..rounds {
         rt.block_on(async {
             for i in 0..count {
-                create(
-                    &local,
-                    &format!("namespace-with-a-long-name-{round}-{i:04}"),
-                )
-                .await;
+                create(&local, &long_name(round, i)).await;
             }
         });
-        let full = std::fs::metadata(snapshot_file(&dir))
-            .expect("snapshot")
-            .len();
+        let full = snapshot_bytes(&dir);
         rt.block_on(async {
             for i in 0..count {
-                delete(
-                    &local,
-                    &format!("namespace-with-a-long-name-{round}-{i:04}"),
-                )
-                .await;
+                delete(&local, &long_name(round, i)).await;
             }
             assert!(names(&local).await.is_empty());
         });
-        let empty = std::fs::metadata(snapshot_file(&dir))
-            .expect("snapshot")
-            .len();
+        let empty = snapshot_bytes(&dir);
         snapshots.push((full, empty));
         stores.push(store_bytes(&dir));
     }
