@@ -75,6 +75,11 @@ pub(crate) struct StorageArgs {
     #[arg(long, env = "LONGBOW_SIMD", default_value = "auto",
           value_parser = clap::builder::PossibleValuesParser::new(["auto", "avx512f", "avx2+fma", "scalar"]))]
     pub(crate) simd: String,
+    /// Milliseconds a primary waits for a backup (or a coordinator) to answer before it takes
+    /// that backup out of the in-sync set; writes stall at most this long on a stalled backup.
+    #[arg(long, env = "LONGBOW_REPLICATION_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub(crate) replication_timeout_ms: u64,
 }
 
 /// Settings shared by the roles that run a coordinator.
@@ -94,6 +99,11 @@ pub(crate) struct LimitArgs {
     #[arg(long, env = "LONGBOW_RAFT_SNAPSHOT_LOGS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) raft_snapshot_logs: u64,
+    /// Milliseconds without a heartbeat after which a shard node counts as dead: searches no
+    /// longer wait on it and its primaries fail over to an in-sync backup.
+    #[arg(long, env = "LONGBOW_NODE_FAILURE_TIMEOUT_MS", default_value_t = 1500,
+          value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub(crate) node_failure_timeout_ms: u64,
 }
 
 #[derive(clap::Args, Debug)]

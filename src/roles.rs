@@ -15,8 +15,9 @@ use tokio::sync::watch;
 
 use crate::{CoordinatorArgs, LimitArgs, LocalArgs, ShardArgs, StorageArgs};
 
-/// Heartbeat period of shard nodes.
-const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Heartbeat period of shard nodes (a coordinator's `--node-failure-timeout-ms` must be a
+/// few of these).
+const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// SIGTERM and SIGINT handlers, installed before a role prints its ready line, so a signal
 /// sent right after that line stops the process cleanly instead of killing it.
@@ -77,6 +78,7 @@ fn coordinator_config(
     c.inflight_budget = limits.inflight_budget;
     c.request_timeout = Duration::from_secs(limits.request_timeout_secs.max(1));
     c.raft_snapshot_logs = limits.raft_snapshot_logs;
+    c.heartbeat_timeout = Duration::from_millis(limits.node_failure_timeout_ms);
     c
 }
 
@@ -105,7 +107,7 @@ async fn start_shard(
     coordinator: Option<String>,
     http: Option<TcpListener>,
     storage: &StorageArgs,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ShardHandle> {
     longbow_shard::distance::select(&storage.simd)?;
     let config = NodeConfig {
@@ -115,6 +117,7 @@ async fn start_shard(
             commit: storage.commit_threads as usize,
             background: storage.background_threads as usize,
         },
+        replication_timeout: Duration::from_millis(storage.replication_timeout_ms),
     };
     let node = tokio::task::spawn_blocking(move || ShardNode::open(config))
         .await?
@@ -139,14 +142,18 @@ async fn start_shard(
     if let Some(coord) = coordinator {
         let key = node.node_key()?;
         let advertised = advertise.unwrap_or_else(|| addr.to_string());
-        // Register before returning, so callers can place replicas at once.
-        longbow_shard::membership::register(&coord, &key, &advertised)
+        // Register before returning, so callers can place replicas at once; a coordinator
+        // that is not up yet is waited for.
+        if longbow_shard::membership::register_when_up(&coord, &key, &advertised, &mut stop)
             .await
-            .map_err(|s| {
-                anyhow::anyhow!("registering with coordinator {coord}: {}", s.message())
-            })?;
+            .is_none()
+        {
+            return Ok(ShardHandle { node, addr, tasks });
+        }
+        let n = node.clone();
+        let statuses: longbow_shard::membership::Statuses = Arc::new(move || n.replica_statuses());
         tasks.push(tokio::spawn(longbow_shard::membership::run(
-            coord, key, advertised, HEARTBEAT, stop,
+            coord, key, advertised, HEARTBEAT, statuses, stop,
         )));
     }
     Ok(ShardHandle { node, addr, tasks })

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::replication_api::ReplicaStatus;
+
 /// Action a shard node sends at start-up (and again after a coordinator restart).
 pub const ACTION_REGISTER: &str = "RegisterShard";
 /// Action a shard node sends periodically.
@@ -29,4 +31,11 @@ pub struct Registered {
 pub struct Heartbeat {
     /// The node's id.
     pub node_id: u64,
+    /// The node's stable identity: a heartbeat from another process using the same id is
+    /// refused.
+    #[serde(default)]
+    pub node_key: String,
+    /// Every replica the node hosts.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaStatus>,
 }

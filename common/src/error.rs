@@ -164,6 +164,15 @@ pub fn error_status(
     status
 }
 
+/// The stable error code a Longbow process put on `status` (`None` for a status from
+/// elsewhere, such as the transport).
+pub fn error_code_of(status: &tonic::Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(ERROR_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// Give a status made elsewhere (the transport, a library) Longbow's error metadata, derived
 /// from its gRPC code, unless it already has it.
 pub fn with_error_metadata(status: tonic::Status) -> tonic::Status {

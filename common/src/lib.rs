@@ -4,6 +4,7 @@
 //! This crate depends on no other Longbow crate and must never contain shard or coordinator
 //! logic: it only says what travels on the wire and how to read it.
 
+pub mod channels;
 pub mod cluster_api;
 pub mod columns;
 pub mod dirlock;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod net;
 pub mod payload_schema;
 pub mod process;
+pub mod replication_api;
 pub mod request;
 pub mod shard_api;
 pub mod vectors;

@@ -12,6 +12,7 @@
 //! | DoAction `CreateSnapshot` | [`SnapshotRequest`] → [`SnapshotPart`] |
 //! | DoAction `RestoreReplica` | [`RestoreReplicaRequest`] → [`ReplicaInfo`] |
 //! | DoAction `DeleteSnapshot` | [`DeleteSnapshotRequest`] → `{"deleted": bool}` |
+//! | DoAction `ConfigureReplica`, `Replicate`, `ProbeReplica`, `TruncateReplica` | see [`crate::replication_api`] |
 //! | DoPut, descriptor CMD [`WriteCommand`] | batches of `id`, `vector`, payload → one `PutResult` per batch with [`WriteAck`] JSON, sent once the batch is durable |
 //! | DoExchange, descriptor CMD [`SearchCommand`] | batches of query `vector`s → result batches (`query_id`, `id`, `distance`, `score`, columns) sorted by `(query_id, distance)` |
 //! | DoGet, ticket [`ShardTicket`] | `get` by ids or `scan` with filter → record batches |
@@ -45,7 +46,23 @@ pub const ACTION_RESTORE_REPLICA: &str = "RestoreReplica";
 pub const ACTION_DELETE_SNAPSHOT: &str = "DeleteSnapshot";
 
 /// Every action with its description, as ListActions reports them.
-pub const ACTIONS: [(&str, &str); 9] = [
+pub const ACTIONS: [(&str, &str); 13] = [
+    (
+        crate::replication_api::ACTION_CONFIGURE_REPLICA,
+        "Give a replica its place in its replica set: {namespace, shard, epoch, node, role, primary, members, in_sync, coordinators}",
+    ),
+    (
+        crate::replication_api::ACTION_REPLICATE,
+        "Log entries from the primary of an epoch (binary: header length, header JSON, WAL entries) -> {lsn, appended}",
+    ),
+    (
+        crate::replication_api::ACTION_PROBE_REPLICA,
+        "Where this backup's log ends, for the primary of an epoch: {namespace, shard, epoch} -> {lsn, last_epoch, checkpoint_lsn}",
+    ),
+    (
+        crate::replication_api::ACTION_TRUNCATE_REPLICA,
+        "Cut this backup's log back for the primary of an epoch: {namespace, shard, epoch, after_lsn}",
+    ),
     (
         ACTION_CREATE_REPLICA,
         "Create a replica: {namespace, shard, dim, metric, id_type, index, payload_schema}",
@@ -231,6 +248,9 @@ pub struct DeleteRequest {
     /// Filter selecting rows to delete (see [`crate::Filter`]).
     #[serde(default)]
     pub filter: Option<serde_json::Value>,
+    /// Epoch of the replica set the sender knows (absent for a stand-alone replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Result of a delete.
@@ -251,6 +271,9 @@ pub struct WriteCommand {
     pub namespace: String,
     /// Shard number.
     pub shard: u32,
+    /// Epoch of the replica set the sender knows (absent for a stand-alone replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Acknowledgement of one written batch, sent once it is durable.

@@ -27,6 +27,13 @@ pub enum CoordinatorError {
     /// No live shard node can host or serve the request; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A replica-set change was decided on a state that has moved on (another epoch or
+    /// primary); the sender should look again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A shard node claimed the identity of another node that is live.
+    #[error("{0}")]
+    IdentityInUse(String),
     /// The coordinator's disk is full: the change was refused before it reached the store.
     #[error("{0}")]
     DiskFull(String),
@@ -72,9 +79,13 @@ impl ErrorExt for CoordinatorError {
             | CoordinatorError::RecordNotFound(_)
             | CoordinatorError::SnapshotNotFound(_) => StatusCode::NotFound,
             CoordinatorError::PartialWrite { failed, .. } => failed.status_code(),
-            CoordinatorError::NamespaceExists(_) => StatusCode::AlreadyExists,
+            CoordinatorError::NamespaceExists(_) | CoordinatorError::IdentityInUse(_) => {
+                StatusCode::AlreadyExists
+            }
             CoordinatorError::Unimplemented(_) => StatusCode::Unimplemented,
-            CoordinatorError::Unavailable(_) | CoordinatorError::Raft(_) => StatusCode::Unavailable,
+            CoordinatorError::Unavailable(_)
+            | CoordinatorError::Raft(_)
+            | CoordinatorError::Conflict(_) => StatusCode::Unavailable,
             CoordinatorError::Overloaded(_) | CoordinatorError::DiskFull(_) => {
                 StatusCode::ResourceExhausted
             }
@@ -97,6 +108,8 @@ impl ErrorExt for CoordinatorError {
             CoordinatorError::NamespaceExists(_) => "namespace_exists",
             CoordinatorError::Unimplemented(_) => "unimplemented",
             CoordinatorError::Unavailable(_) => "unavailable",
+            CoordinatorError::Conflict(_) => "replica_set_conflict",
+            CoordinatorError::IdentityInUse(_) => "node_identity_in_use",
             CoordinatorError::Overloaded(_) => "overloaded",
             CoordinatorError::DiskFull(_) => "disk_full",
             CoordinatorError::Deadline(_) => "deadline_exceeded",

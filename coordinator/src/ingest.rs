@@ -241,8 +241,11 @@ impl Coordinator {
     /// Send each part to its shard's primary; all durable, or an error saying what was stored.
     async fn write_parts(&self, meta: &NamespaceMeta, prepared: Prepared) -> Result<u64> {
         let writes = prepared.parts.into_iter().map(|(shard, part)| async move {
-            let to = self.primary_addr(meta, shard)?;
-            self.bounded(self.shards.write(&to, part)).await
+            self.on_primary(&meta.name, shard, |to, epoch| {
+                let part = part.clone();
+                async move { self.bounded(self.shards.write(&to, part, epoch)).await }
+            })
+            .await
         });
         let results = futures::future::join_all(writes).await;
         let stored = results.iter().filter(|r| r.is_ok()).count();

@@ -11,6 +11,7 @@ use arrow_flight::{
 use longbow_common::cluster_api::{
     Heartbeat, RegisterShard, Registered, ACTION_HEARTBEAT, ACTION_REGISTER,
 };
+use longbow_common::replication_api::{InSyncChange, ACTION_UPDATE_IN_SYNC};
 use longbow_common::ErrorExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -62,6 +63,7 @@ impl InternalService {
             }
             ACTION_REGISTER => {
                 let req: RegisterShard = serde_json::from_slice(body).map_err(bad)?;
+                self.refuse_identity_in_use(&req)?;
                 let cmd = CatalogCommand::RegisterShardNode {
                     node_key: req.node_key,
                     address: req.address,
@@ -74,7 +76,7 @@ impl InternalService {
                     .map_err(|e| e.to_status())?
                 {
                     CatalogResponse::Node(node_id) => {
-                        self.coord.heartbeat(node_id);
+                        self.coord.heartbeat(node_id, None);
                         json(&Registered { node_id })
                     }
                     other => Err(CoordinatorError::Internal(format!(
@@ -85,25 +87,71 @@ impl InternalService {
             }
             ACTION_HEARTBEAT => {
                 let req: Heartbeat = serde_json::from_slice(body).map_err(bad)?;
-                if !self
+                let known = self
                     .coord
                     .group
                     .catalog
                     .read()
                     .nodes
-                    .contains_key(&req.node_id)
-                {
-                    return Err(Status::not_found(format!(
-                        "shard node {} is not registered",
-                        req.node_id
-                    )));
+                    .get(&req.node_id)
+                    .map(|n| n.node_key.clone());
+                match known {
+                    None => {
+                        return Err(Status::not_found(format!(
+                            "shard node {} is not registered",
+                            req.node_id
+                        )))
+                    }
+                    Some(key) if !req.node_key.is_empty() && key != req.node_key => {
+                        return Err(Status::already_exists(format!(
+                            "shard node {} is registered with another identity",
+                            req.node_id
+                        )))
+                    }
+                    Some(_) => {}
                 }
-                self.coord.heartbeat(req.node_id);
+                self.coord.heartbeat(req.node_id, Some(req.replicas));
                 json(&serde_json::json!({}))
+            }
+            ACTION_UPDATE_IN_SYNC => {
+                let req: InSyncChange = serde_json::from_slice(body).map_err(bad)?;
+                let cfg = self
+                    .coord
+                    .update_in_sync(&req)
+                    .await
+                    .map_err(|e| e.to_status())?;
+                json(&cfg)
             }
             other => Err(Status::unimplemented(format!(
                 "unknown internal action '{other}'"
             ))),
+        }
+    }
+}
+
+impl InternalService {
+    /// A node identity held by a live node at another address is refused: a copy of a data
+    /// directory started elsewhere must not take the node's replicas over.
+    fn refuse_identity_in_use(&self, req: &RegisterShard) -> Result<(), Status> {
+        let holder = self
+            .coord
+            .group
+            .catalog
+            .read()
+            .nodes
+            .values()
+            .find(|n| n.node_key == req.node_key)
+            .cloned();
+        match holder {
+            Some(n) if n.address != req.address && self.coord.is_live(n.id) => {
+                tracing::warn!(node = n.id, live_at = %n.address, claimed_by = %req.address, "refused a second process claiming a live node's identity");
+                Err(CoordinatorError::IdentityInUse(format!(
+                    "shard node {} with this identity is live at {}; a second process may not claim it (copy of its data directory?)",
+                    n.id, n.address
+                ))
+                .to_status())
+            }
+            _ => Ok(()),
         }
     }
 }

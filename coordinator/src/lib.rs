@@ -16,12 +16,14 @@ pub mod namespaces;
 pub mod node;
 pub mod raft;
 pub mod reads;
+pub mod replica_sets;
 pub mod routing;
 pub mod search;
 pub mod server;
 pub mod service;
 pub mod shards;
 pub mod snapshots;
+pub mod targets;
 
 pub use error::CoordinatorError;
 pub use node::{Coordinator, CoordinatorConfig};

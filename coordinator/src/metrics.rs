@@ -42,6 +42,10 @@ pub struct Metrics {
     pub raft_leader: Gauge,
     /// Shard nodes currently considered live.
     pub shard_nodes_live: Gauge,
+    /// Primaries replaced by an in-sync backup after their node died.
+    pub failovers: Counter,
+    /// Time from deciding a failover to every live member being configured.
+    pub failover_seconds: Histogram,
     /// Caught Arrow IPC decoder panics (synced from `longbow_common::flight` when encoding).
     flight_decoder_panics: Counter,
 }
@@ -59,6 +63,8 @@ impl Default for Metrics {
         let raft_term = Gauge::default();
         let raft_leader = Gauge::default();
         let shard_nodes_live = Gauge::default();
+        let failovers = Counter::default();
+        let failover_seconds = latency_histogram();
         let flight_decoder_panics = Counter::default();
         registry.register(
             "longbow_rpc_requests",
@@ -101,6 +107,16 @@ impl Default for Metrics {
             shard_nodes_live.clone(),
         );
         registry.register(
+            "longbow_replica_failovers",
+            "Primaries replaced by an in-sync backup after their node died",
+            failovers.clone(),
+        );
+        registry.register(
+            "longbow_replica_failover_duration_seconds",
+            "Time from deciding a failover to every live member being configured",
+            failover_seconds.clone(),
+        );
+        registry.register(
             "longbow_flight_decoder_panics",
             "Malformed client messages on which the Arrow IPC decoder panicked (caught and refused)",
             flight_decoder_panics.clone(),
@@ -115,6 +131,8 @@ impl Default for Metrics {
             raft_term,
             raft_leader,
             shard_nodes_live,
+            failovers,
+            failover_seconds,
             flight_decoder_panics,
         }
     }

@@ -8,12 +8,18 @@ use longbow_common::shard_api::{
     decode_schema, encode_schema, CreateReplicaRequest, ReplicaKey, ReplicaStats,
     ACTION_CREATE_REPLICA, ACTION_DROP_REPLICA, ACTION_REPLICA_STATS,
 };
+use longbow_common::replication_api::MAX_REPLICATION_FACTOR;
 use longbow_common::{ContractError, IdType, IndexParams, Metric};
 use serde::Serialize;
 
-use crate::catalog::{place, CatalogCommand, CatalogResponse, NamespaceMeta, PendingNamespace};
+use crate::catalog::{
+    place, CatalogCommand, CatalogResponse, NamespaceMeta, NodeId, PendingNamespace,
+};
 use crate::error::{CoordinatorError, Result};
 use crate::node::Coordinator;
+
+/// Longest a member may take to answer for `GetNamespace` before it is shown without.
+const STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most shards a namespace may have.
 pub const MAX_SHARDS: u32 = 1024;
@@ -32,7 +38,7 @@ pub struct CreateNamespaceRequest {
     pub id_type: IdType,
     /// Shards (default: the coordinator's `default_shards`).
     pub shards: Option<u32>,
-    /// Replicas per shard (only 1 until replication lands).
+    /// Replicas per shard (default 1), on distinct nodes.
     pub replication_factor: Option<u32>,
     /// HNSW parameters.
     pub index: IndexParams,
@@ -58,10 +64,29 @@ pub struct ShardStats {
     pub shard: u32,
     /// Node holding the primary.
     pub primary: u64,
+    /// Nodes holding backups.
+    pub backups: Vec<u64>,
+    /// Members holding every acknowledged write (the primary first).
+    pub in_sync: Vec<u64>,
     /// Placement epoch.
     pub epoch: u64,
-    /// Replica statistics (LSN, counts, bytes).
+    /// Every member's log position: its LSN and how far it is behind the primary.
+    pub replicas: Vec<ReplicaPosition>,
+    /// Statistics (counts, bytes) of the replica that answered: the primary when it is live.
     pub replica: ReplicaStats,
+}
+
+/// Where one member of a replica set stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaPosition {
+    /// Node.
+    pub node: u64,
+    /// Highest durable LSN it reported.
+    pub lsn: u64,
+    /// Entries it is behind the primary.
+    pub lag: u64,
+    /// Whether its node is live.
+    pub live: bool,
 }
 
 /// `GetNamespace` result.
@@ -123,10 +148,21 @@ impl Coordinator {
             .into());
         }
         let rf = req.replication_factor.unwrap_or(1);
-        if rf != 1 {
+        if !(1..=MAX_REPLICATION_FACTOR).contains(&rf) {
             return Err(ContractError::invalid(
                 "replication_factor",
-                format!("only 1 is supported until replication lands, got {rf}"),
+                format!("must be in 1..={MAX_REPLICATION_FACTOR}, got {rf}"),
+            )
+            .into());
+        }
+        let live = self.live_nodes();
+        if rf as usize > live.len() {
+            return Err(ContractError::invalid(
+                "replication_factor",
+                format!(
+                    "{rf} replicas of each shard need {rf} live shard nodes, and {} are live",
+                    live.len()
+                ),
             )
             .into());
         }
@@ -140,7 +176,6 @@ impl Coordinator {
             }
             _ => None,
         };
-        let live = self.live_nodes();
         let load: Vec<(u64, u64)> = {
             let cat = self.group.catalog.read();
             live.iter()
@@ -149,13 +184,13 @@ impl Coordinator {
                         .namespaces
                         .values()
                         .flat_map(|ns| &ns.placement)
-                        .filter(|r| r.primary == id)
+                        .filter(|r| r.members().contains(&id))
                         .count();
                     (id, hosted as u64)
                 })
                 .collect()
         };
-        let placement = place(shards, &load).ok_or_else(|| {
+        let placement = place(shards, rf, &load).ok_or_else(|| {
             CoordinatorError::Unavailable("no live shard node to place replicas on".into())
         })?;
         let meta = NamespaceMeta {
@@ -269,7 +304,11 @@ impl Coordinator {
             .filter(|p| {
                 let cut_off = p.owner == self.config.node_id
                     && p.since_ms < self.started_ms
-                    && p.meta.placement.iter().all(|r| live.contains(&r.primary));
+                    && p
+                        .meta
+                        .placement
+                        .iter()
+                        .all(|r| r.members().iter().all(|n| live.contains(n)));
                 cut_off
                     || now.saturating_sub(p.since_ms)
                         > crate::snapshots::STALE_PENDING.as_millis() as u64
@@ -282,38 +321,53 @@ impl Coordinator {
         }
     }
 
+    /// Create every replica of `meta` on its members, then give each member its place in
+    /// the replica set.
     async fn create_replicas(&self, meta: &NamespaceMeta) -> Result<()> {
-        let calls = (0..meta.shards).map(|shard| async move {
-            let addr = self.primary_addr(meta, shard)?;
-            let req = CreateReplicaRequest {
-                namespace: meta.name.clone(),
-                shard,
-                dim: meta.dim,
-                metric: meta.metric,
-                id_type: meta.id_type,
-                index: meta.index,
-                payload_schema: meta.payload_schema.clone(),
-            };
-            match self
-                .bounded(self.shards.action::<serde_json::Value>(
-                    &addr,
-                    ACTION_CREATE_REPLICA,
-                    &req,
-                ))
-                .await
-            {
-                Ok(_) => Ok(()),
-                // A retried create finds the replica already there.
-                Err(CoordinatorError::Shard { status, .. })
-                    if status.code() == tonic::Code::AlreadyExists =>
-                {
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+        let calls = meta.placement.iter().enumerate().flat_map(|(shard, set)| {
+            set.members()
+                .into_iter()
+                .map(move |node| self.create_replica(meta, shard as u32, node))
         });
         futures::future::try_join_all(calls).await?;
+        let configs = (0..meta.shards).flat_map(|shard| {
+            let set = &meta.placement[shard as usize];
+            set.members()
+                .into_iter()
+                .map(move |node| self.push_config(meta, shard, node))
+        });
+        futures::future::try_join_all(configs).await?;
         Ok(())
+    }
+
+    async fn create_replica(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<()> {
+        let addr = self.member_addr(meta, shard, node)?;
+        let req = CreateReplicaRequest {
+            namespace: meta.name.clone(),
+            shard,
+            dim: meta.dim,
+            metric: meta.metric,
+            id_type: meta.id_type,
+            index: meta.index,
+            payload_schema: meta.payload_schema.clone(),
+        };
+        match self
+            .bounded(self.shards.action::<serde_json::Value>(
+                &addr,
+                ACTION_CREATE_REPLICA,
+                &req,
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A retried create finds the replica already there.
+            Err(CoordinatorError::Shard { status, .. })
+                if status.code() == tonic::Code::AlreadyExists =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Settle a declared namespace with what its first write brings: create its replicas,
@@ -389,8 +443,13 @@ impl Coordinator {
     /// Drop every replica of `meta` (best effort: a failure is logged, its files stay).
     async fn drop_replicas(&self, meta: &NamespaceMeta) {
         let name = meta.name.as_str();
-        for shard in 0..meta.shards {
-            let Ok(addr) = self.primary_addr(meta, shard) else {
+        let members = meta.placement.iter().enumerate().flat_map(|(shard, set)| {
+            set.members()
+                .into_iter()
+                .map(move |node| (shard as u32, node))
+        });
+        for (shard, node) in members {
+            let Ok(addr) = self.member_addr(meta, shard, node) else {
                 continue;
             };
             let key = ReplicaKey {
@@ -412,33 +471,16 @@ impl Coordinator {
         }
     }
 
-    /// Aggregate statistics from every shard.
+    /// Aggregate statistics from every shard: counts from one in-sync replica of each (the
+    /// primary when it is live), bytes from every live member, and each member's LSN and lag.
     pub async fn namespace_stats(&self, name: &str) -> Result<NamespaceStats> {
         let meta = self.namespace(name)?;
         let shards = if meta.is_declared() { 0 } else { meta.shards };
-        let calls = (0..shards).map(|shard| {
-            let meta = &meta;
-            async move {
-                let addr = self.primary_addr(meta, shard)?;
-                let key = ReplicaKey {
-                    namespace: meta.name.clone(),
-                    shard,
-                };
-                let replica: ReplicaStats = self
-                    .bounded(self.shards.action(&addr, ACTION_REPLICA_STATS, &key))
-                    .await?;
-                let set = &meta.placement[shard as usize];
-                Ok::<_, CoordinatorError>(ShardStats {
-                    shard,
-                    primary: set.primary,
-                    epoch: set.epoch,
-                    replica,
-                })
-            }
-        });
+        let calls = (0..shards).map(|shard| self.shard_stats(&meta, shard));
         let per_shard = futures::future::try_join_all(calls).await?;
         let sum =
-            |f: fn(&ReplicaStats) -> u64| per_shard.iter().map(|s| f(&s.replica)).sum::<u64>();
+            |f: fn(&ReplicaStats) -> u64| per_shard.iter().map(|s| f(&s.0.replica)).sum::<u64>();
+        let bytes = |f: fn(&(ShardStats, u64, u64)) -> u64| per_shard.iter().map(f).sum::<u64>();
         Ok(NamespaceStats {
             name: meta.name.clone(),
             dim: meta.dim,
@@ -449,16 +491,83 @@ impl Coordinator {
             replication_factor: meta.replication_factor,
             count: sum(|r| r.count),
             deleted: sum(|r| r.deleted),
-            memory_bytes: sum(|r| r.memory_bytes),
-            disk_bytes: sum(|r| r.disk_bytes),
+            memory_bytes: bytes(|s| s.1),
+            disk_bytes: bytes(|s| s.2),
             indexing_lag: sum(|r| r.indexing_lag),
             payload_columns: payload_of(&meta)?
                 .fields()
                 .iter()
                 .map(|f| format!("{}: {}", f.name(), f.data_type()))
                 .collect(),
-            per_shard,
+            per_shard: per_shard.into_iter().map(|s| s.0).collect(),
         })
+    }
+
+    /// One shard's statistics, with the memory and disk bytes of all its live members.
+    async fn shard_stats(&self, meta: &NamespaceMeta, shard: u32) -> Result<(ShardStats, u64, u64)> {
+        let key = ReplicaKey {
+            namespace: meta.name.clone(),
+            shard,
+        };
+        let set = &meta.placement[shard as usize];
+        let members = set.members();
+        let asks = members.iter().map(|&node| {
+            let key = &key;
+            async move {
+                if !self.is_live(node) {
+                    return None;
+                }
+                let to = self.member_addr(meta, shard, node).ok()?;
+                let call = self.shards.action::<ReplicaStats>(&to, ACTION_REPLICA_STATS, key);
+                tokio::time::timeout(STATS_TIMEOUT, call).await.ok()?.ok()
+            }
+        });
+        let answers: Vec<Option<ReplicaStats>> = futures::future::join_all(asks).await;
+        let in_sync = set.in_sync();
+        let best = members
+            .iter()
+            .zip(&answers)
+            .filter(|(n, _)| in_sync.contains(n))
+            .find_map(|(_, a)| a.clone())
+            .ok_or_else(|| {
+                CoordinatorError::Unavailable(format!(
+                    "namespace '{}' shard {shard}: no in-sync replica answered (members {members:?}, in sync {in_sync:?})",
+                    meta.name
+                ))
+            })?;
+        let lsn_of = |i: usize, node: u64| {
+            answers[i]
+                .as_ref()
+                .map(|a| a.lsn)
+                .or_else(|| self.reported(node, meta, shard).map(|r| r.lsn))
+                .unwrap_or(0)
+        };
+        let primary_lsn = lsn_of(0, set.primary);
+        let replicas = members
+            .iter()
+            .enumerate()
+            .map(|(i, &node)| {
+                let lsn = lsn_of(i, node);
+                ReplicaPosition {
+                    node,
+                    lsn,
+                    lag: primary_lsn.saturating_sub(lsn),
+                    live: self.is_live(node),
+                }
+            })
+            .collect();
+        let memory = answers.iter().flatten().map(|a| a.memory_bytes).sum();
+        let disk = answers.iter().flatten().map(|a| a.disk_bytes).sum();
+        let stats = ShardStats {
+            shard,
+            primary: set.primary,
+            backups: set.backups.clone(),
+            in_sync,
+            epoch: set.epoch,
+            replicas,
+            replica: best,
+        };
+        Ok((stats, memory, disk))
     }
 
     /// Grow the namespace's payload schema in the catalog if `conformed` added columns.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
+use longbow_common::replication_api::ReplicaStatus;
+
 use crate::catalog::{NamespaceMeta, NodeId};
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::Metrics;
@@ -38,7 +40,8 @@ pub struct CoordinatorConfig {
     pub meta_addr: String,
     /// Deadline of one client request (a client's own gRPC deadline may be shorter).
     pub request_timeout: Duration,
-    /// A shard node without a heartbeat for this long is not given new replicas.
+    /// A shard node without a heartbeat for this long counts as dead: it gets no new
+    /// replicas, searches skip it, and its primaries fail over.
     pub heartbeat_timeout: Duration,
     /// Raft log entries between two snapshots of the catalog (each snapshot lets the log it
     /// covers be purged).
@@ -58,7 +61,7 @@ impl CoordinatorConfig {
             max_fanout: 16,
             inflight_budget: 256,
             request_timeout: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_millis(1500),
             raft_snapshot_logs: 1000,
         }
     }
@@ -88,6 +91,13 @@ impl std::fmt::Display for ShardTarget {
     }
 }
 
+/// What the coordinator last heard from a shard node.
+#[derive(Debug, Clone)]
+struct NodeSeen {
+    at: Instant,
+    replicas: HashMap<(String, u32), ReplicaStatus>,
+}
+
 /// A running coordinator.
 pub struct Coordinator {
     /// Settings.
@@ -100,7 +110,9 @@ pub struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// Global budget of in-flight shard calls.
     pub inflight: Arc<Semaphore>,
-    heartbeats: Mutex<HashMap<NodeId, Instant>>,
+    heartbeats: Mutex<HashMap<NodeId, NodeSeen>>,
+    /// When each member of each shard was last sent its configuration.
+    pub(crate) pushed: Mutex<HashMap<(String, u32, NodeId), Instant>>,
     /// Serialises payload-schema growth.
     pub(crate) schema_lock: tokio::sync::Mutex<()>,
     /// When this process started (Unix ms): snapshots it began before are cut off.
@@ -135,14 +147,35 @@ impl Coordinator {
             metrics,
             inflight,
             heartbeats: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(HashMap::new()),
             schema_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
-    /// Record a heartbeat (or registration) of a shard node.
-    pub fn heartbeat(&self, node: NodeId) {
-        self.heartbeats.lock().insert(node, Instant::now());
+    /// Record a heartbeat (or registration, with no statuses) of a shard node.
+    pub fn heartbeat(&self, node: NodeId, replicas: Option<Vec<ReplicaStatus>>) {
+        let mut beats = self.heartbeats.lock();
+        let seen = beats.entry(node).or_insert_with(|| NodeSeen {
+            at: Instant::now(),
+            replicas: HashMap::new(),
+        });
+        seen.at = Instant::now();
+        if let Some(replicas) = replicas {
+            seen.replicas = replicas
+                .into_iter()
+                .map(|r| ((r.namespace.clone(), r.shard), r))
+                .collect();
+        }
+        drop(beats);
         self.refresh_gauges();
+    }
+
+    /// Whether `node` sent a heartbeat within the failure timeout.
+    pub fn is_live(&self, node: NodeId) -> bool {
+        self.heartbeats
+            .lock()
+            .get(&node)
+            .is_some_and(|s| s.at.elapsed() < self.config.heartbeat_timeout)
     }
 
     /// Ids of shard nodes with a recent heartbeat.
@@ -152,11 +185,21 @@ impl Coordinator {
             .heartbeats
             .lock()
             .iter()
-            .filter(|(_, t)| t.elapsed() < timeout)
+            .filter(|(_, s)| s.at.elapsed() < timeout)
             .map(|(id, _)| *id)
             .collect();
         live.sort_unstable();
         live
+    }
+
+    /// What `node` last reported about its replica of `meta`'s shard `shard`.
+    pub fn reported(&self, node: NodeId, meta: &NamespaceMeta, shard: u32) -> Option<ReplicaStatus> {
+        self.heartbeats
+            .lock()
+            .get(&node)?
+            .replicas
+            .get(&(meta.name.clone(), shard))
+            .cloned()
     }
 
     /// Update the Raft and liveness gauges.

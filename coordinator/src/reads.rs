@@ -18,6 +18,7 @@ use crate::namespaces::payload_of;
 use crate::node::Coordinator;
 use crate::routing::shard_of;
 use crate::search::{check_filter, Columns};
+use crate::targets::Consistency;
 
 /// Records by id.
 #[derive(Debug, Clone)]
@@ -136,8 +137,11 @@ impl Coordinator {
         tickets: impl Iterator<Item = (u32, ShardTicket)>,
     ) -> Result<Vec<RecordBatch>> {
         let calls = tickets.map(|(shard, t)| async move {
-            let addr = self.primary_addr(meta, shard)?;
-            self.bounded(self.shards.get(&addr, &t)).await
+            self.on_replica(meta, shard, Consistency::Any, |to| {
+                let t = &t;
+                async move { self.bounded(self.shards.get(&to, t)).await }
+            })
+            .await
         });
         let parts = futures::future::try_join_all(calls)
             .await?
@@ -252,15 +256,20 @@ impl Coordinator {
             let meta = &meta;
             let ids = by_shard.get(&shard).cloned();
             async move {
-                let addr = self.primary_addr(meta, shard)?;
-                let body = DeleteRequest {
-                    namespace: meta.name.clone(),
-                    shard,
-                    ids,
-                    filter: req.filter.clone(),
-                };
                 let r: DeleteResponse = self
-                    .bounded(self.shards.action(&addr, ACTION_DELETE_ROWS, &body))
+                    .on_primary(&meta.name, shard, |to, epoch| {
+                        let body = DeleteRequest {
+                            namespace: meta.name.clone(),
+                            shard,
+                            ids: ids.clone(),
+                            filter: req.filter.clone(),
+                            epoch: Some(epoch),
+                        };
+                        async move {
+                            self.bounded(self.shards.action(&to, ACTION_DELETE_ROWS, &body))
+                                .await
+                        }
+                    })
                     .await?;
                 Ok::<_, CoordinatorError>(r.deleted)
             }

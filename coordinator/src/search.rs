@@ -10,6 +10,7 @@ use crate::catalog::NamespaceMeta;
 use crate::error::{CoordinatorError, Result};
 use crate::namespaces::payload_of;
 use crate::node::Coordinator;
+use crate::targets::Consistency;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
@@ -91,6 +92,8 @@ pub struct SearchRequest {
     pub include_vectors: bool,
     /// Answer from the shards that respond, flagging the result, instead of failing.
     pub allow_partial: bool,
+    /// Which replicas may answer.
+    pub consistency: Consistency,
 }
 
 /// Parse a filter and check every field it names is `id` or a payload column of `meta`.
@@ -124,6 +127,7 @@ pub struct PreparedSearch {
     cmd: SearchCommand,
     schema: SchemaRef,
     allow_partial: bool,
+    consistency: Consistency,
 }
 
 impl PreparedSearch {
@@ -189,6 +193,7 @@ impl Coordinator {
             cmd,
             schema,
             allow_partial: req.allow_partial,
+            consistency: req.consistency,
         })
     }
 
@@ -221,12 +226,15 @@ impl Coordinator {
         let calls = (0..p.meta.shards).map(|shard| {
             let q = only_vectors.clone();
             async move {
-                let addr = self.primary_addr(&p.meta, shard)?;
                 let cmd = SearchCommand {
                     shard,
                     ..p.cmd.clone()
                 };
-                self.bounded(self.shards.search(&addr, &cmd, q)).await
+                self.on_replica(&p.meta, shard, p.consistency, |to| {
+                    let (cmd, q) = (&cmd, q.clone());
+                    async move { self.bounded(self.shards.search(&to, cmd, q)).await }
+                })
+                .await
             }
         });
         let results: Vec<Result<Vec<RecordBatch>>> = futures::stream::iter(calls)

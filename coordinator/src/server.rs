@@ -167,6 +167,10 @@ pub async fn start(
         coord.clone(),
         stop(shutdown.clone()),
     )));
+    tasks.push(tokio::spawn(reconcile_periodically(
+        coord.clone(),
+        stop(shutdown.clone()),
+    )));
     Ok(RunningCoordinator {
         coord,
         endpoints,
@@ -188,6 +192,22 @@ async fn sweep_periodically(coord: Arc<Coordinator>, stop: impl std::future::Fut
         }
         coord.sweep_namespaces().await;
         coord.sweep_snapshots().await;
+    }
+}
+
+/// Fail over dead primaries and bring members to the catalog's replica sets, every
+/// [`crate::replica_sets::RECONCILE_EVERY`] until shutdown.
+async fn reconcile_periodically(
+    coord: Arc<Coordinator>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(crate::replica_sets::RECONCILE_EVERY) => {}
+        }
+        coord.reconcile().await;
     }
 }
 

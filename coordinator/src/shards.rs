@@ -88,13 +88,15 @@ impl ShardClients {
             .map_err(|e| CoordinatorError::Internal(format!("{to} reply to {kind}: {e}")))
     }
 
-    /// Write one batch to a replica; returns once it is durable there.
-    pub async fn write(&self, to: &ShardTarget, batch: RecordBatch) -> Result<WriteAck> {
+    /// Write one batch to a shard's primary at `epoch`; returns once it is durable on every
+    /// in-sync replica.
+    pub async fn write(&self, to: &ShardTarget, batch: RecordBatch, epoch: u64) -> Result<WriteAck> {
         let mut c = self.client(to)?;
         let cmd = WriteCommand {
             op: "write".into(),
             namespace: to.namespace.clone(),
             shard: to.shard,
+            epoch: Some(epoch),
         };
         let cmd =
             serde_json::to_vec(&cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;

@@ -268,6 +268,14 @@ impl Coordinator {
         let target = req.target.clone().unwrap_or_else(|| req.namespace.clone());
         crate::namespaces::validate_name(&target)
             .map_err(|e| ContractError::invalid("target", e.to_string()))?;
+        if snap.namespace.replication_factor > 1 {
+            return Err(CoordinatorError::Unimplemented(format!(
+                "snapshot {}: restoring a namespace with replication_factor {} needs its backups \
+                 built from the restored primary by a segment transfer, which this server \
+                 cannot do yet; restore snapshots of replication_factor 1 namespaces",
+                snap.id, snap.namespace.replication_factor
+            )));
+        }
         let live = self.live_nodes();
         if let Some(p) = snap.parts.iter().find(|p| !live.contains(&p.node)) {
             return Err(CoordinatorError::Unavailable(format!(
@@ -284,11 +292,7 @@ impl Coordinator {
         let mut placement: Vec<ReplicaSet> = snap.namespace.placement.clone();
         for p in &snap.parts {
             if let Some(set) = placement.get_mut(p.shard as usize) {
-                *set = ReplicaSet {
-                    primary: p.node,
-                    backups: Vec::new(),
-                    epoch: 1,
-                };
+                *set = ReplicaSet::new(p.node, Vec::new());
             }
         }
         let meta = NamespaceMeta {

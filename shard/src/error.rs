@@ -41,6 +41,43 @@ pub enum ShardError {
         /// The OS error.
         reason: String,
     },
+    /// A request carried an epoch older than the replica accepted: it comes from a primary,
+    /// or a coordinator, that the replica set has moved past.
+    #[error("replica {key}: epoch {got} is stale, this replica is at epoch {current}")]
+    StaleEpoch {
+        /// Which replica.
+        key: ReplicaKey,
+        /// The epoch the request carried.
+        got: u64,
+        /// The replica's epoch.
+        current: u64,
+    },
+    /// A write went to a replica that is not its shard's primary (or not configured yet).
+    #[error("replica {key} is not the primary of its shard{detail}")]
+    NotPrimary {
+        /// Which replica.
+        key: ReplicaKey,
+        /// More about why.
+        detail: String,
+    },
+    /// Replicated entries do not follow this backup's log, which ends at `lsn` (or the
+    /// primary of this epoch has not probed it yet): the primary must catch it up.
+    #[error("replica {key}: the entries do not follow its log, which ends at LSN {lsn}")]
+    LogGap {
+        /// Which replica.
+        key: ReplicaKey,
+        /// Where its log ends.
+        lsn: u64,
+    },
+    /// The replica cannot be brought in line from the log alone: it needs its primary's
+    /// segment files.
+    #[error("replica {key} needs a transfer of its primary's segments: {reason}")]
+    NeedsTransfer {
+        /// Which replica.
+        key: ReplicaKey,
+        /// Why.
+        reason: String,
+    },
     /// The WAL could not be read or written.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -72,6 +109,10 @@ impl ErrorExt for ShardError {
     fn error_code(&self) -> &'static str {
         match self {
             ShardError::DiskFull { .. } => "disk_full",
+            ShardError::StaleEpoch { .. } => "stale_epoch",
+            ShardError::NotPrimary { .. } => "not_primary",
+            ShardError::LogGap { .. } => "log_gap",
+            ShardError::NeedsTransfer { .. } => "needs_transfer",
             _ => self.status_code().default_error_code(),
         }
     }
@@ -85,7 +126,11 @@ impl ErrorExt for ShardError {
             ShardError::ReplicaExists(_) | ShardError::SnapshotExists(_) => {
                 StatusCode::AlreadyExists
             }
-            ShardError::Unavailable { .. } => StatusCode::Unavailable,
+            ShardError::Unavailable { .. }
+            | ShardError::StaleEpoch { .. }
+            | ShardError::NotPrimary { .. }
+            | ShardError::LogGap { .. }
+            | ShardError::NeedsTransfer { .. } => StatusCode::Unavailable,
             ShardError::DiskFull { .. } => StatusCode::ResourceExhausted,
             ShardError::Wal(_)
             | ShardError::Io { .. }

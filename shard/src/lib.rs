@@ -3,7 +3,9 @@
 //!
 //! Layering, bottom up: [`distance`] kernels → [`segment`] (vector arena + HNSW graph) →
 //! [`replica`] (segments + ids + payload + tombstones, made durable by the [`wal`]) →
-//! [`node`] (the set of replicas in a data directory) → [`service`] (the Flight API).
+//! [`replication`] (replica sets: a primary's backups, epochs, catch-up; the only shard code
+//! that calls other nodes) → [`node`] (the set of replicas in a data directory) →
+//! [`service`] (the Flight API).
 //! [`storage`] holds the files of sealed segments and the manifest; the replica decides when
 //! to write them; [`workers`] are the shared thread pools every replica's jobs run on.
 //! Each layer only calls the one below it.
@@ -16,6 +18,7 @@ pub mod membership;
 pub mod node;
 pub mod payload;
 pub mod replica;
+pub mod replication;
 pub mod segment;
 pub mod service;
 pub mod storage;

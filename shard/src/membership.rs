@@ -1,32 +1,24 @@
-//! Joining a cluster: register with a coordinator's internal port, then heartbeat. A
+//! Joining a cluster: register with a coordinator's internal port, then heartbeat with the
+//! status of every replica. A node started before its coordinator waits for it, saying so; a
 //! coordinator that forgot the node (NOT_FOUND) gets a fresh registration; unreachable
-//! coordinators are retried with capped backoff. Never touches replicas.
+//! coordinators are retried with capped backoff. Never changes replicas.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::Action;
+use longbow_common::channels::Channels;
 use longbow_common::cluster_api::{
     Heartbeat, RegisterShard, Registered, ACTION_HEARTBEAT, ACTION_REGISTER,
 };
+use longbow_common::replication_api::ReplicaStatus;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
-async fn call<T: serde::de::DeserializeOwned>(
-    client: &mut FlightServiceClient<Channel>,
-    kind: &str,
-    body: &impl serde::Serialize,
-) -> Result<T, tonic::Status> {
-    let body = serde_json::to_vec(body).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let mut stream = client
-        .do_action(Action::new(kind, body))
-        .await?
-        .into_inner();
-    let reply = stream
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unavailable("empty reply"))?;
-    serde_json::from_slice(&reply.body).map_err(|e| tonic::Status::internal(e.to_string()))
+/// Longest a registration or heartbeat call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn channels() -> &'static Channels {
+    static CHANNELS: OnceLock<Channels> = OnceLock::new();
+    CHANNELS.get_or_init(Channels::default)
 }
 
 /// Register once; returns the node id.
@@ -35,23 +27,45 @@ pub async fn register(
     node_key: &str,
     address: &str,
 ) -> Result<u64, tonic::Status> {
-    let ch = Channel::from_shared(format!("http://{coordinator}"))
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut client = FlightServiceClient::new(ch);
-    let r: Registered = call(
-        &mut client,
-        ACTION_REGISTER,
-        &RegisterShard {
-            node_key: node_key.to_string(),
-            address: address.to_string(),
-        },
-    )
-    .await?;
+    let body = RegisterShard {
+        node_key: node_key.to_string(),
+        address: address.to_string(),
+    };
+    let r: Registered = channels()
+        .action(coordinator, ACTION_REGISTER, &body, CALL_TIMEOUT)
+        .await?;
     Ok(r.node_id)
 }
+
+/// Register, retrying with capped backoff until a coordinator answers (logging what it
+/// waits for) or `shutdown` turns true (`None`).
+pub async fn register_when_up(
+    coordinator: &str,
+    node_key: &str,
+    address: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<u64> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match register(coordinator, node_key, address).await {
+            Ok(id) => return Some(id),
+            Err(s) => {
+                tracing::warn!(%coordinator, error = %s.message(), retry_in = ?backoff, "waiting for the coordinator to register with it");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return None;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// What a heartbeat reports: the status of every hosted replica.
+pub type Statuses = Arc<dyn Fn() -> Vec<ReplicaStatus> + Send + Sync>;
 
 /// Register and heartbeat every `interval` until `shutdown` turns true.
 pub async fn run(
@@ -59,6 +73,7 @@ pub async fn run(
     node_key: String,
     address: String,
     interval: Duration,
+    statuses: Statuses,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -72,7 +87,18 @@ pub async fn run(
                 tracing::info!(node_id = id, %coordinator, "registered with coordinator");
                 node_id = Some(id);
             }),
-            Some(id) => heartbeat(&coordinator, id).await,
+            Some(id) => {
+                let collect = statuses.clone();
+                let replicas = tokio::task::spawn_blocking(move || collect())
+                    .await
+                    .unwrap_or_default();
+                let beat = Heartbeat {
+                    node_id: id,
+                    node_key: node_key.clone(),
+                    replicas,
+                };
+                heartbeat(&coordinator, &beat).await
+            }
         };
         let wait = match outcome {
             Ok(()) => {
@@ -82,6 +108,9 @@ pub async fn run(
             Err(s) => {
                 if s.code() == tonic::Code::NotFound {
                     node_id = None;
+                }
+                if s.code() == tonic::Code::AlreadyExists {
+                    tracing::error!(%coordinator, error = %s.message(), "the coordinator refuses this node's identity");
                 }
                 tracing::warn!(%coordinator, error = %s.message(), "coordinator unreachable; retrying");
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -95,13 +124,9 @@ pub async fn run(
     }
 }
 
-async fn heartbeat(coordinator: &str, node_id: u64) -> Result<(), tonic::Status> {
-    let ch = Channel::from_shared(format!("http://{coordinator}"))
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut client = FlightServiceClient::new(ch);
-    let _: serde_json::Value = call(&mut client, ACTION_HEARTBEAT, &Heartbeat { node_id }).await?;
+async fn heartbeat(coordinator: &str, beat: &Heartbeat) -> Result<(), tonic::Status> {
+    let _: serde_json::Value = channels()
+        .action(coordinator, ACTION_HEARTBEAT, beat, CALL_TIMEOUT)
+        .await?;
     Ok(())
 }

@@ -18,9 +18,15 @@ use longbow_common::shard_api::{
 use longbow_common::ContractError;
 use parking_lot::RwLock;
 
+use longbow_common::replication_api::{
+    ProbeReply, ReplicaConfig, ReplicaStatus, TruncateRequest,
+};
+
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
+use crate::replica::epoch::Epochs;
 use crate::replica::{Host, Replica, ReplicaSettings};
+use crate::replication::Replication;
 use crate::storage::snapshot::part_dir;
 use crate::wal::{LogBackend, StdBackend};
 
@@ -33,6 +39,9 @@ pub struct NodeConfig {
     pub replica: ReplicaSettings,
     /// Threads shared by every replica's jobs.
     pub workers: WorkerThreads,
+    /// How long a primary waits for a backup (or a coordinator) before taking it out of the
+    /// in-sync set.
+    pub replication_timeout: std::time::Duration,
 }
 
 /// Sizes of the node's worker pools: fixed, whatever the number of replicas.
@@ -61,6 +70,7 @@ pub struct ShardNode {
     config: NodeConfig,
     host: Host,
     replicas: RwLock<BTreeMap<ReplicaKey, Arc<Replica>>>,
+    replication: Replication,
 }
 
 /// Check a namespace name (the rule lives in `longbow_common::model`).
@@ -117,6 +127,7 @@ impl ShardNode {
         tracing::info!(data_dir = %config.data_dir.display(), replicas = replicas.len(), wal_backend = backend.name(), commit_threads = config.workers.commit, background_threads = config.workers.background, "shard node opened");
         Ok(ShardNode {
             _lock: lock,
+            replication: Replication::new(config.replication_timeout),
             config,
             host,
             replicas: RwLock::new(replicas),
@@ -187,6 +198,7 @@ impl ShardNode {
             .write()
             .remove(key)
             .ok_or_else(|| ShardError::ReplicaNotFound(key.clone()))?;
+        self.replication.forget(key);
         replica.shutdown();
         let dir = replica.dir().to_path_buf();
         let parent = dir.parent().unwrap_or(Path::new("."));
@@ -200,6 +212,90 @@ impl ShardNode {
             source,
         })?;
         Ok(())
+    }
+
+    /// Give a replica its place in its replica set. Blocks on the replica's gate.
+    pub fn configure_replica(&self, cfg: &ReplicaConfig) -> Result<ReplicaStatus> {
+        let replica = self.replica(&ReplicaKey {
+            namespace: cfg.namespace.clone(),
+            shard: cfg.shard,
+        })?;
+        self.replication.configure(&replica, cfg)
+    }
+
+    /// Answer a primary's probe. Blocks on the replica's gate.
+    pub fn probe_replica(&self, key: &ReplicaKey, epoch: u64) -> Result<ProbeReply> {
+        let replica = self.replica(key)?;
+        self.replication.probe(&replica, epoch)
+    }
+
+    /// What every hosted replica reports about itself (blocks on each gate in turn).
+    pub fn replica_statuses(&self) -> Vec<ReplicaStatus> {
+        self.replicas()
+            .iter()
+            .map(|r| crate::replication::status(r))
+            .collect()
+    }
+
+    /// Cut a backup's log back to `req.after_lsn` for the primary of `req.epoch`, which
+    /// probed it: the replica is closed, its WAL and epochs cut, and it is opened again.
+    /// Entries a checkpoint holds cannot be cut ([`ShardError::NeedsTransfer`]). Blocks.
+    pub fn truncate_replica(&self, req: &TruncateRequest) -> Result<ProbeReply> {
+        let key = ReplicaKey {
+            namespace: req.namespace.clone(),
+            shard: req.shard,
+        };
+        let replica = self.replica(&key)?;
+        {
+            let gate = replica.gate().lock();
+            if req.epoch < gate.epochs.current {
+                return Err(ShardError::StaleEpoch {
+                    key,
+                    got: req.epoch,
+                    current: gate.epochs.current,
+                });
+            }
+        }
+        let needs_transfer = |checkpoint: u64| ShardError::NeedsTransfer {
+            key: key.clone(),
+            reason: format!(
+                "its log must be cut back to LSN {}, but its checkpoint holds LSNs up to {checkpoint}",
+                req.after_lsn
+            ),
+        };
+        if req.after_lsn < replica.checkpoint_lsn() {
+            return Err(needs_transfer(replica.checkpoint_lsn()));
+        }
+        if req.after_lsn >= replica.wal_files().durable_lsn() {
+            return self.replication.probe(&replica, req.epoch);
+        }
+        self.replicas.write().remove(&key);
+        self.replication.forget(&key);
+        replica.shutdown();
+        let dir = replica.dir().to_path_buf();
+        drop(replica);
+        let checkpoint = crate::storage::Manifest::load(&dir)?
+            .map(|m| m.checkpoint_lsn)
+            .unwrap_or(0);
+        let cut = if req.after_lsn < checkpoint {
+            Err(needs_transfer(checkpoint))
+        } else {
+            self.cut_log(&dir, req.after_lsn, req.epoch)
+        };
+        // Open it again whatever happened: a replica is never left closed.
+        let reopened = Arc::new(Replica::open(&dir, &self.host)?);
+        self.replicas.write().insert(key, reopened.clone());
+        cut?;
+        tracing::info!(replica = %reopened.key(), lsn = req.after_lsn, epoch = req.epoch, "log cut back for a new primary");
+        self.replication.probe(&reopened, req.epoch)
+    }
+
+    fn cut_log(&self, dir: &Path, after_lsn: u64, epoch: u64) -> Result<()> {
+        crate::wal::truncate_after(&dir.join(crate::replica::WAL_DIR), after_lsn)?;
+        let mut epochs = Epochs::load(dir)?;
+        epochs.truncate(after_lsn);
+        epochs.raise(epoch);
+        epochs.store(dir)
     }
 
     /// Snapshot one replica: a checkpoint, then hard links of its files under

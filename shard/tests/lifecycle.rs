@@ -38,6 +38,7 @@ fn settings(segment_capacity: usize) -> ReplicaSettings {
 fn open(dir: &Path, s: &ReplicaSettings) -> ShardNode {
     ShardNode::open(NodeConfig {
         workers: Default::default(),
+        replication_timeout: std::time::Duration::from_secs(2),
         data_dir: dir.to_path_buf(),
         replica: s.clone(),
     })
@@ -195,14 +196,14 @@ fn changes_after_a_checkpoint_replay_on_top_of_it() {
         let moved: Vec<u64> = (0..100).collect();
         rt.block_on(r.upsert(&batch(&moved, &data[1_000 * dim..1_100 * dim], dim)))
             .expect("upsert");
-        rt.block_on(r.delete((100..150).map(IdValue::U64).collect(), None))
+        rt.block_on(r.delete((100..150).map(IdValue::U64).collect(), None, None))
             .expect("delete");
         let filter = Filter::parse(
             "filter",
             &serde_json::json!({"field": "tag", "op": "=", "value": "t3"}),
         )
         .expect("filter");
-        rt.block_on(r.delete(vec![], Some(filter)))
+        rt.block_on(r.delete(vec![], Some(filter), None))
             .expect("delete by filter");
         rt.block_on(r.upsert(&with_note(&[5_000, 5_001], &data[..2 * dim], dim)))
             .expect("new column");
@@ -356,7 +357,7 @@ fn deleting_half_of_20k_real_embeddings_in_five_waves_keeps_recall_at_10_above_0
             .copied()
             .filter(|id| (id * 7 + 3) % 10 == wave)
             .collect();
-        rt.block_on(r.delete(doomed.iter().map(|&i| IdValue::U64(i)).collect(), None))
+        rt.block_on(r.delete(doomed.iter().map(|&i| IdValue::U64(i)).collect(), None, None))
             .expect("delete");
         alive.retain(|id| !doomed.contains(id));
         checkpoint(&r);
@@ -447,6 +448,7 @@ fn a_damaged_segment_file_stops_start_up_and_names_the_file() {
     std::fs::write(&graph, bytes).expect("damage");
     let err = ShardNode::open(NodeConfig {
         workers: Default::default(),
+        replication_timeout: std::time::Duration::from_secs(2),
         data_dir: tmp.path().to_path_buf(),
         replica: s,
     })

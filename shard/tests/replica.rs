@@ -91,7 +91,7 @@ fn deleted_rows_are_never_returned() {
     rt.block_on(r.upsert(&batch(&ids, &data, dim)))
         .expect("write");
     let doomed: Vec<IdValue> = (0..2000).filter(|i| i % 3 == 0).map(IdValue::U64).collect();
-    let (_, n) = rt.block_on(r.delete(doomed, None)).expect("delete");
+    let (_, n) = rt.block_on(r.delete(doomed, None, None)).expect("delete");
     assert_eq!(n, 667);
     wait_indexed(&r);
     for qi in 0..50 {
@@ -113,7 +113,7 @@ fn deleted_rows_are_never_returned() {
     let f = Filter::parse("filter", &json!({"field": "price", "op": "<", "value": 10}))
         .expect("filter");
     let (_, n) = rt
-        .block_on(r.delete(vec![], Some(f)))
+        .block_on(r.delete(vec![], Some(f), None))
         .expect("delete by filter");
     let expect = (0..2000u64).filter(|i| i % 3 != 0 && i % 100 < 10).count() as u64;
     assert_eq!(n, expect);
@@ -291,7 +291,7 @@ fn acknowledged_writes_and_deletes_survive_restart() {
         let rt = runtime();
         rt.block_on(r.upsert(&batch(&ids, &data, dim)))
             .expect("write");
-        rt.block_on(r.delete((0..100).map(IdValue::U64).collect(), None))
+        rt.block_on(r.delete((0..100).map(IdValue::U64).collect(), None, None))
             .expect("delete");
         rt.block_on(r.upsert(&batch(&[200], &[9.0; 8], dim)))
             .expect("upsert");
@@ -453,6 +453,7 @@ fn corrupt_wal_entry_before_the_tail_stops_start_up() {
     std::fs::write(&file, bytes).expect("write");
     let err = longbow_shard::ShardNode::open(longbow_shard::NodeConfig {
         workers: Default::default(),
+        replication_timeout: std::time::Duration::from_secs(2),
         data_dir: tmp.path().to_path_buf(),
         replica: Default::default(),
     })

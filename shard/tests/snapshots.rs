@@ -17,6 +17,7 @@ use longbow_shard::{synth, NodeConfig, ShardError, ShardNode};
 fn open(dir: &Path) -> ShardNode {
     ShardNode::open(NodeConfig {
         workers: Default::default(),
+        replication_timeout: std::time::Duration::from_secs(2),
         data_dir: dir.to_path_buf(),
         replica: ReplicaSettings {
             segment_capacity: 300,
@@ -82,7 +83,7 @@ fn a_restored_snapshot_holds_exactly_the_rows_of_its_checkpoint() {
         let ids: Vec<u64> = (0..700).collect();
         rt.block_on(r.upsert(&batch(&ids, &data[..700 * dim], dim)))
             .expect("write");
-        rt.block_on(r.delete((0..50).map(IdValue::U64).collect(), None))
+        rt.block_on(r.delete((0..50).map(IdValue::U64).collect(), None, None))
             .expect("delete");
         let before = contents(&node, "live");
         let part = node
@@ -98,7 +99,7 @@ fn a_restored_snapshot_holds_exactly_the_rows_of_its_checkpoint() {
         let again: Vec<u64> = (0..1_000).collect();
         rt.block_on(r.upsert(&batch(&again, &data, dim)))
             .expect("write");
-        rt.block_on(r.delete((900..1_000).map(IdValue::U64).collect(), None))
+        rt.block_on(r.delete((900..1_000).map(IdValue::U64).collect(), None, None))
             .expect("delete");
         r.checkpoint().expect("checkpoint");
         assert_ne!(contents(&node, "live"), before);

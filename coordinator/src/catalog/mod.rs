@@ -10,16 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Raft-wide id of a shard node.
 pub type NodeId = u64;
 
-/// Where the replicas of one shard live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaSet {
-    /// Node holding the primary.
-    pub primary: NodeId,
-    /// Nodes holding backups (empty while the replication factor is 1).
-    pub backups: Vec<NodeId>,
-    /// Bumped on every change of primary; shards reject writes from an older epoch.
-    pub epoch: u64,
-}
+mod replica_set;
+
+pub use replica_set::{place, ReplicaSet};
 
 /// A namespace and its placement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +168,30 @@ pub enum CatalogCommand {
         /// Snapshot id.
         id: String,
     },
+    /// Make in-sync member `primary` the primary of a shard at `epoch + 1`, provided the
+    /// shard is still at `epoch`; the old primary stays a member, out of the in-sync set.
+    Promote {
+        /// Namespace.
+        namespace: String,
+        /// Shard number.
+        shard: u32,
+        /// The epoch the change was decided at.
+        epoch: u64,
+        /// The new primary.
+        primary: NodeId,
+    },
+    /// Replace a shard's in-sync set, provided the shard is still at `epoch` with the same
+    /// primary; the primary stays in it and every node in it must be a member.
+    SetInSync {
+        /// Namespace.
+        namespace: String,
+        /// Shard number.
+        shard: u32,
+        /// The epoch the change was decided at.
+        epoch: u64,
+        /// The new in-sync set.
+        in_sync: Vec<NodeId>,
+    },
 }
 
 /// Outcome of applying a command.
@@ -188,6 +205,8 @@ pub enum CatalogResponse {
     AlreadyExists(String),
     /// No such namespace.
     NotFound(String),
+    /// The change was decided on a state that has moved on (another epoch or primary).
+    Conflict(String),
 }
 
 /// The replicated catalog state.
@@ -308,29 +327,40 @@ impl Catalog {
                 Some(_) => CatalogResponse::Ok,
                 None => CatalogResponse::NotFound(id.clone()),
             },
+            CatalogCommand::Promote {
+                namespace,
+                shard,
+                epoch,
+                primary,
+            } => match self.replica_set(namespace, *shard) {
+                Ok(set) => set.promote(*epoch, *primary),
+                Err(e) => e,
+            },
+            CatalogCommand::SetInSync {
+                namespace,
+                shard,
+                epoch,
+                in_sync,
+            } => match self.replica_set(namespace, *shard) {
+                Ok(set) => set.set_in_sync(*epoch, in_sync),
+                Err(e) => e,
+            },
         }
     }
-}
 
-/// Choose `shards` primaries among `nodes`, least loaded first (`load` = replicas already
-/// hosted), spreading a namespace's shards over as many nodes as possible.
-pub fn place(shards: u32, nodes: &[(NodeId, u64)]) -> Option<Vec<ReplicaSet>> {
-    if nodes.is_empty() {
-        return None;
+    fn replica_set(
+        &mut self,
+        namespace: &str,
+        shard: u32,
+    ) -> Result<&mut ReplicaSet, CatalogResponse> {
+        let ns = self
+            .namespaces
+            .get_mut(namespace)
+            .ok_or_else(|| CatalogResponse::NotFound(namespace.to_string()))?;
+        ns.placement
+            .get_mut(shard as usize)
+            .ok_or_else(|| CatalogResponse::Conflict(format!("no shard {shard} in {namespace}")))
     }
-    let mut load: Vec<(u64, NodeId)> = nodes.iter().map(|&(id, l)| (l, id)).collect();
-    let mut out = Vec::with_capacity(shards as usize);
-    for _ in 0..shards {
-        load.sort_unstable();
-        let (l, id) = load[0];
-        load[0] = (l + 1, id);
-        out.push(ReplicaSet {
-            primary: id,
-            backups: Vec::new(),
-            epoch: 1,
-        });
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -360,11 +390,4 @@ mod tests {
         assert_eq!(c.nodes[&1].address, "x:9");
     }
 
-    #[test]
-    fn placement_spreads_over_the_least_loaded_nodes() {
-        let p = place(4, &[(1, 3), (2, 0), (3, 1)]).expect("nodes");
-        let primaries: Vec<NodeId> = p.iter().map(|r| r.primary).collect();
-        assert_eq!(primaries, vec![2, 2, 3, 2]);
-        assert!(place(1, &[]).is_none());
-    }
 }

@@ -32,6 +32,9 @@ fn frees_space(cmd: &CatalogCommand) -> bool {
             | CatalogCommand::AbortNamespace { .. }
             | CatalogCommand::DeleteSnapshot { .. }
             | CatalogCommand::RegisterShardNode { .. }
+            // Failover keeps acknowledged data available; it must not wait for space.
+            | CatalogCommand::Promote { .. }
+            | CatalogCommand::SetInSync { .. }
     )
 }
 

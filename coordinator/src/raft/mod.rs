@@ -132,6 +132,11 @@ impl CatalogGroup {
         }
     }
 
+    /// Whether this coordinator leads the catalog group now.
+    pub fn is_leader(&self) -> bool {
+        self.term_and_leader().1 == Some(self.id)
+    }
+
     /// `(term, leader)` for metrics and status.
     pub fn term_and_leader(&self) -> (u64, Option<u64>) {
         let m = self.raft.metrics();

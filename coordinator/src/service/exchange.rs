@@ -155,6 +155,7 @@ async fn search_rows(coord: &Coordinator, q: &RecordBatch) -> Result<RecordBatch
             columns: None,
             include_vectors: false,
             allow_partial: false,
+            consistency: Default::default(),
         };
         let prepared = coord.prepare_search(&req)?;
         let one = vectors.slice(row, 1);

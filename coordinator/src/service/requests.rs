@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::error::{CoordinatorError, Result};
 use crate::search::{Columns, SearchRequest};
+use crate::targets::Consistency;
 
 const NAMESPACE_ALIASES: &[(&str, &str)] = &[("dataset", "namespace")];
 
@@ -76,11 +77,12 @@ pub const SEARCH_COMMAND: Shape = Shape {
         "columns",
         "include_vectors",
         "allow_partial",
+        "consistency",
     ],
     aliases: &[("dataset", "namespace"), ("filters", "filter")],
 };
 
-const SEARCH_KEYS: [&str; 13] = [
+const SEARCH_KEYS: [&str; 14] = [
     "namespace",
     "vector",
     "k",
@@ -89,6 +91,7 @@ const SEARCH_KEYS: [&str; 13] = [
     "columns",
     "include_vectors",
     "allow_partial",
+    "consistency",
     "local_only",
     "text_query",
     "alpha",
@@ -121,6 +124,7 @@ pub const VECTOR_SEARCH: Shape = Shape {
         "columns",
         "include_vectors",
         "allow_partial",
+        "consistency",
         "local_only",
         "text_query",
         "alpha",
@@ -142,6 +146,7 @@ pub const SEARCH_BY_ID: Shape = Shape {
         "columns",
         "include_vectors",
         "allow_partial",
+        "consistency",
     ],
     aliases: &[("dataset", "namespace"), ("filters", "filter")],
 };
@@ -246,6 +251,9 @@ pub struct SearchBody {
     /// Answer from the shards that respond.
     #[serde(default)]
     pub allow_partial: bool,
+    /// Which replicas may answer: `"any"` in-sync replica (default) or the `"primary"`.
+    #[serde(default)]
+    pub consistency: Option<Value>,
     /// One query.
     #[serde(default)]
     pub vector: Option<Vec<f32>>,
@@ -323,6 +331,7 @@ impl SearchBody {
             columns: Columns::from_json("columns", self.columns.as_ref())?,
             include_vectors: self.include_vectors,
             allow_partial: self.allow_partial,
+            consistency: Consistency::from_json("consistency", self.consistency.as_ref())?,
         })
     }
 }

@@ -10,11 +10,13 @@
 pub mod background;
 pub mod checkpoint;
 pub mod commit;
+pub mod epoch;
 pub mod indexer;
 pub mod mutation;
 mod open;
 pub mod optimizer;
 pub mod query;
+pub mod role;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -106,7 +108,8 @@ impl Host {
 
 /// File holding what a replica is.
 pub(crate) const META_FILE: &str = "replica.json";
-const WAL_DIR: &str = "wal";
+/// Directory of the WAL under a replica directory.
+pub(crate) const WAL_DIR: &str = "wal";
 
 #[derive(Serialize, Deserialize)]
 struct ReplicaMeta {
@@ -148,6 +151,7 @@ pub struct Replica {
     signal: Mutex<Option<Signaller>>,
     counters: Arc<Counters>,
     checkpoint_error: Arc<Mutex<Option<String>>>,
+    gate: Arc<Mutex<role::Gate>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
@@ -257,7 +261,7 @@ impl Replica {
 
     /// Queue a change for the committer. Changes queued by one caller are logged and applied
     /// in the order they were queued; the returned [`Pending`] resolves once durable.
-    async fn enqueue(&self, op: CommitOp) -> Result<Pending> {
+    async fn enqueue(&self, op: CommitOp, epoch: Option<u64>) -> Result<Pending> {
         if let Some(reason) = self.failed.lock().clone() {
             return Err(self.unavailable(&reason));
         }
@@ -267,7 +271,7 @@ impl Replica {
             .clone()
             .ok_or_else(|| self.unavailable("shutting down"))?;
         let (reply, rx) = oneshot::channel();
-        let sent = tx.send(CommitRequest { op, reply }).await;
+        let sent = tx.send(CommitRequest { op, epoch, reply }).await;
         // Wake after dropping our sender: the committer finishes once it sees every sender
         // gone, and it only looks when woken.
         drop(tx);
@@ -279,15 +283,43 @@ impl Replica {
         })
     }
 
-    async fn submit(&self, op: CommitOp) -> Result<(u64, u64)> {
-        self.enqueue(op).await?.wait().await
+    async fn submit(&self, op: CommitOp, epoch: Option<u64>) -> Result<(u64, u64)> {
+        self.enqueue(op, epoch).await?.wait().await
     }
 
     /// Validate and queue rows for upsert without waiting for durability, so one stream can
-    /// keep several batches in flight while their order is kept.
-    pub async fn enqueue_upsert(&self, batch: &RecordBatch) -> Result<Pending> {
+    /// keep several batches in flight while their order is kept. `epoch` is the replica
+    /// set's epoch the writer knows (`None` for a stand-alone replica).
+    pub async fn enqueue_upsert(&self, batch: &RecordBatch, epoch: Option<u64>) -> Result<Pending> {
         let rows = self.validate_rows(batch)?;
-        self.enqueue(CommitOp::Upsert(rows)).await
+        self.enqueue(CommitOp::Upsert(rows), epoch).await
+    }
+
+    /// Append entries the primary of `epoch` logged (this replica being its backup); returns
+    /// the last LSN durable here once they are.
+    pub async fn replicate(
+        &self,
+        epoch: u64,
+        starts: Vec<(u64, u64)>,
+        entries: Vec<crate::wal::Entry>,
+    ) -> Result<u64> {
+        let op = CommitOp::Replicated {
+            epoch,
+            starts,
+            entries,
+        };
+        let (lsn, _) = self.submit(op, Some(epoch)).await?;
+        Ok(lsn)
+    }
+
+    /// The replica's place in its replica set (held by the committer for a whole step).
+    pub fn gate(&self) -> &Arc<Mutex<role::Gate>> {
+        &self.gate
+    }
+
+    /// Its WAL files (a primary reads a backup's catch-up from them).
+    pub fn wal_files(&self) -> &WalFiles {
+        &self.wal_files
     }
 
     /// Validate a batch of `id`, `vector` and payload columns into rows to upsert.
@@ -333,12 +365,18 @@ impl Replica {
         if rows.ids.is_empty() {
             return Ok((self.state.read().applied_lsn, 0));
         }
-        self.submit(CommitOp::Upsert(rows)).await
+        self.submit(CommitOp::Upsert(rows), None).await
     }
 
-    /// Delete rows by ids and/or filter. Returns `(lsn, rows deleted)` once durable.
-    pub async fn delete(&self, ids: Vec<IdValue>, filter: Option<Filter>) -> Result<(u64, u64)> {
-        self.submit(CommitOp::Delete { ids, filter }).await
+    /// Delete rows by ids and/or filter. Returns `(lsn, rows deleted)` once durable. `epoch`
+    /// as for [`Replica::enqueue_upsert`].
+    pub async fn delete(
+        &self,
+        ids: Vec<IdValue>,
+        filter: Option<Filter>,
+        epoch: Option<u64>,
+    ) -> Result<(u64, u64)> {
+        self.submit(CommitOp::Delete { ids, filter }, epoch).await
     }
 
     /// Search. Query vectors are checked against the dimension and normalised for cosine.

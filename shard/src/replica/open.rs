@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 use super::background::{Background, BackgroundJob, Counters, Signal, Signaller};
 use super::commit::{CommitJob, Committer};
+use super::epoch::Epochs;
+use super::role::Gate;
 use super::mutation::Mutation;
 use super::state::ReplicaState;
 use super::{io_err, seed_of, Host, Replica, ReplicaMeta, META_FILE, WAL_DIR};
@@ -140,6 +142,7 @@ impl Replica {
             .segment_bytes
             .store(manifest.disk_bytes(), Ordering::Relaxed);
         let checkpoint_error = Arc::new(Mutex::new(None));
+        let gate = Arc::new(Mutex::new(Gate::new(Epochs::load(dir)?)));
         let background = Background {
             key: key.clone(),
             dir: dir.to_path_buf(),
@@ -160,7 +163,9 @@ impl Replica {
         };
         let committer = Committer {
             key: key.clone(),
+            dir: dir.to_path_buf(),
             wal,
+            gate: gate.clone(),
             state: state.clone(),
             schema: committer_schema,
             background: signaller.clone(),
@@ -189,6 +194,7 @@ impl Replica {
             signal: Mutex::new(Some(signaller)),
             counters,
             checkpoint_error,
+            gate,
         })
     }
 

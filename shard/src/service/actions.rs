@@ -8,6 +8,10 @@ use longbow_common::shard_api::{
     ACTION_DELETE_SNAPSHOT, ACTION_DROP_REPLICA, ACTION_LIST_REPLICAS, ACTION_REPLICA_STATS,
     ACTION_RESTORE_REPLICA,
 };
+use longbow_common::replication_api::{
+    decode_replicate, ProbeRequest, ReplicaConfig, ReplicateReply, TruncateRequest,
+    ACTION_CONFIGURE_REPLICA, ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRUNCATE_REPLICA,
+};
 use longbow_common::{ErrorExt, Filter, IdValue};
 use tonic::Status;
 
@@ -81,7 +85,7 @@ pub(super) async fn handle(svc: &ShardService, action: Action) -> Result<Vec<u8>
                     "invalid DeleteRows body: give ids or filter",
                 ));
             }
-            let (lsn, deleted) = replica.delete(ids, filter).await?;
+            let (lsn, deleted) = replica.delete(ids, filter, req.epoch).await?;
             to_json(&DeleteResponse { deleted, lsn })
         }
         ACTION_CHECKPOINT => {
@@ -114,6 +118,29 @@ pub(super) async fn handle(svc: &ShardService, action: Action) -> Result<Vec<u8>
             let replica = blocking(move || node.restore_replica(&req)).await?;
             to_json(replica.info())
         }
+        ACTION_CONFIGURE_REPLICA => {
+            let cfg: ReplicaConfig =
+                parse_json("ConfigureReplica body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            to_json(&blocking(move || node.configure_replica(&cfg)).await?)
+        }
+        ACTION_REPLICATE => replicate(svc, body).await,
+        ACTION_PROBE_REPLICA => {
+            let req: ProbeRequest =
+                parse_json("ProbeReplica body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            let key = ReplicaKey {
+                namespace: req.namespace,
+                shard: req.shard,
+            };
+            to_json(&blocking(move || node.probe_replica(&key, req.epoch)).await?)
+        }
+        ACTION_TRUNCATE_REPLICA => {
+            let req: TruncateRequest =
+                parse_json("TruncateReplica body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            to_json(&blocking(move || node.truncate_replica(&req)).await?)
+        }
         ACTION_DELETE_SNAPSHOT => {
             let req: DeleteSnapshotRequest =
                 parse_json("DeleteSnapshot body", body).map_err(|e| e.to_status())?;
@@ -128,5 +155,30 @@ pub(super) async fn handle(svc: &ShardService, action: Action) -> Result<Vec<u8>
                 known.join(", ")
             )))
         }
+    }
+}
+
+/// Entries from a primary: checked whole (header, then every entry's CRC) before the replica
+/// sees them. Entries that do not follow this log are not an error: the reply says where the
+/// log ends so the primary can catch it up.
+async fn replicate(svc: &ShardService, body: &[u8]) -> Result<Vec<u8>, Status> {
+    let (header, bytes) = decode_replicate(body).map_err(|e| e.to_status())?;
+    let (entries, end) = crate::wal::entry::scan(bytes, 0);
+    if end != crate::wal::entry::ScanEnd::Clean {
+        return Err(Status::invalid_argument(format!(
+            "invalid Replicate body: its entries are damaged ({end:?})"
+        )));
+    }
+    let replica = svc.replica(&header.namespace, header.shard)?;
+    match replica.replicate(header.epoch, header.starts, entries).await {
+        Ok(lsn) => to_json(&ReplicateReply {
+            lsn,
+            appended: true,
+        }),
+        Err(ShardError::LogGap { lsn, .. }) => to_json(&ReplicateReply {
+            lsn,
+            appended: false,
+        }),
+        Err(e) => Err(e.to_status()),
     }
 }

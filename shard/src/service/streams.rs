@@ -83,7 +83,7 @@ pub(super) async fn do_put(
                     }
                 }
                 item = batches.next(), if !input_done && inflight.len() < PUT_PIPELINE => match item {
-                    Some(Ok(batch)) => match replica.enqueue_upsert(&batch).await {
+                    Some(Ok(batch)) => match replica.enqueue_upsert(&batch, cmd.epoch).await {
                         // Queued in stream order; durability is awaited in that order too.
                         Ok(pending) => inflight.push_back(tokio::spawn(pending.wait())),
                         Err(e) => {

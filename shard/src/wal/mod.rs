@@ -12,6 +12,7 @@
 pub mod entry;
 pub mod io;
 mod recovery;
+mod tail;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub use entry::Entry;
 use entry::ScanEnd;
 pub use io::{LogBackend, StdBackend};
+pub use tail::{truncate_after, Tail};
 
 /// Errors of the WAL.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ pub mod npy;
 pub fn open_node(dir: &Path, segment_capacity: usize) -> ShardNode {
     ShardNode::open(NodeConfig {
         workers: Default::default(),
+        replication_timeout: std::time::Duration::from_secs(2),
         data_dir: dir.to_path_buf(),
         replica: ReplicaSettings {
             segment_capacity,

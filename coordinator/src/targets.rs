@@ -1,0 +1,201 @@
+//! Which replica a shard call goes to, and what happens when it fails.
+//!
+//! - Writes go to the shard's primary with the epoch the catalog gives it. A retryable
+//!   failure (the primary died, was deposed, or is failing over) is retried against the
+//!   catalog's current primary until the request deadline; writes are upserts and deletes by
+//!   id, so a retry after an unknown outcome is safe.
+//! - Reads go to a live in-sync member, rotating among them (or to the primary alone when
+//!   the request asks for `"consistency": "primary"`); a retryable failure moves on to the
+//!   next member.
+//! - A call to a node is abandoned as soon as the coordinator counts that node as dead (no
+//!   heartbeat within the failure timeout): a stopped node is never waited on for the whole
+//!   deadline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use longbow_common::ErrorExt;
+
+use crate::catalog::{NamespaceMeta, NodeId};
+use crate::error::{CoordinatorError, Result};
+use crate::node::{Coordinator, ShardTarget};
+
+/// How often an in-flight call checks whether its node is still live.
+const LIVENESS_POLL: Duration = Duration::from_millis(100);
+
+/// Which replicas a read may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Any in-sync replica (it has every acknowledged write; it may also show a write a
+    /// moment before its acknowledgement).
+    #[default]
+    Any,
+    /// The primary only.
+    Primary,
+}
+
+impl Consistency {
+    /// Read the request field `consistency` (`"any"` or `"primary"`).
+    pub fn from_json(
+        field: &str,
+        v: Option<&serde_json::Value>,
+    ) -> std::result::Result<Consistency, longbow_common::ContractError> {
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(Consistency::Any),
+            Some(serde_json::Value::String(s)) if s == "any" => Ok(Consistency::Any),
+            Some(serde_json::Value::String(s)) if s == "primary" => Ok(Consistency::Primary),
+            Some(other) => Err(longbow_common::ContractError::invalid(
+                field,
+                format!("must be \"any\" or \"primary\", got {other}"),
+            )),
+        }
+    }
+}
+
+/// Rotates reads over in-sync members.
+static NEXT_READ: AtomicUsize = AtomicUsize::new(0);
+
+impl Coordinator {
+    fn target(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<ShardTarget> {
+        let addr = self.node_addr(node).map_err(|why| {
+            CoordinatorError::Unavailable(format!("namespace '{}' shard {shard}: {why}", meta.name))
+        })?;
+        Ok(ShardTarget {
+            namespace: meta.name.clone(),
+            shard,
+            node,
+            addr,
+        })
+    }
+
+    /// The call target of member `node` of a shard (live or not).
+    pub fn member_addr(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<ShardTarget> {
+        self.target(meta, shard, node)
+    }
+
+    /// Run `call` on `to`, giving up as soon as its node counts as dead.
+    async fn unless_dead<T>(
+        &self,
+        to: &ShardTarget,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let watch = async {
+            loop {
+                tokio::time::sleep(LIVENESS_POLL).await;
+                if !self.is_live(to.node) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = call => r,
+            _ = watch => Err(CoordinatorError::Unavailable(format!(
+                "{to}: the node stopped sending heartbeats; not waiting for it"
+            ))),
+        }
+    }
+
+    /// Run `call(target, epoch)` on the primary of shard `shard` of namespace `name`,
+    /// retrying retryable failures against the catalog's current primary until the request
+    /// deadline.
+    pub async fn on_primary<T, F, Fut>(&self, name: &str, shard: u32, call: F) -> Result<T>
+    where
+        F: Fn(ShardTarget, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let meta = self.namespace(name)?;
+            let set = meta.placement.get(shard as usize).ok_or_else(|| {
+                CoordinatorError::Internal(format!("namespace {name} has no shard {shard}"))
+            })?;
+            let attempt = if self.is_live(set.primary) {
+                match self.target(&meta, shard, set.primary) {
+                    Ok(to) => self.unless_dead(&to.clone(), call(to, set.epoch)).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                Err(CoordinatorError::Unavailable(format!(
+                    "namespace '{name}' shard {shard}: its primary's node {} is down; an in-sync backup takes over",
+                    set.primary
+                )))
+            };
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) if retry_write(&e) && Instant::now() + delay < deadline => {
+                    tracing::debug!(namespace = name, shard, error = %e, "write to the primary failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The members a read of shard `shard` may go to, in the order to try them.
+    pub fn read_order(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        consistency: Consistency,
+    ) -> Result<Vec<NodeId>> {
+        let set = meta.placement.get(shard as usize).ok_or_else(|| {
+            CoordinatorError::Internal(format!("namespace {} has no shard {shard}", meta.name))
+        })?;
+        let mut nodes: Vec<NodeId> = match consistency {
+            Consistency::Primary => vec![set.primary],
+            Consistency::Any => set.in_sync(),
+        };
+        nodes.retain(|n| self.is_live(*n));
+        if nodes.is_empty() {
+            return Err(CoordinatorError::Unavailable(format!(
+                "namespace '{}' shard {shard}: no live {} (members {:?}, in sync {:?})",
+                meta.name,
+                if consistency == Consistency::Primary { "primary" } else { "in-sync replica" },
+                set.members(),
+                set.in_sync()
+            )));
+        }
+        let start = NEXT_READ.fetch_add(1, Ordering::Relaxed) % nodes.len();
+        nodes.rotate_left(start);
+        Ok(nodes)
+    }
+
+    /// Run a read on one replica of a shard, moving to the next in-sync member when one
+    /// fails with a retryable error.
+    pub async fn on_replica<T, F, Fut>(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        consistency: Consistency,
+        call: F,
+    ) -> Result<T>
+    where
+        F: Fn(ShardTarget) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last = None;
+        for node in self.read_order(meta, shard, consistency)? {
+            let to = match self.target(meta, shard, node) {
+                Ok(t) => t,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match self.unless_dead(&to.clone(), call(to)).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CoordinatorError::Unavailable("no replica answered".into())))
+    }
+}
+
+/// Whether a failed write may go to the (possibly new) primary again: the replica set is
+/// changing or the primary is unreachable. A full disk or back-pressure is answered at once.
+fn retry_write(e: &CoordinatorError) -> bool {
+    e.retryable() && !matches!(e.error_code(), "disk_full" | "overloaded")
+}
