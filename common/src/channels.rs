@@ -57,14 +57,14 @@ impl Channels {
                 .do_action(Action::new(kind, body))
                 .await?
                 .into_inner();
-            stream
-                .message()
-                .await?
-                .map(|r| r.body)
-                .ok_or_else(|| tonic::Status::unavailable(format!("{addr} sent no reply to {kind}")))
+            stream.message().await?.map(|r| r.body).ok_or_else(|| {
+                tonic::Status::unavailable(format!("{addr} sent no reply to {kind}"))
+            })
         };
         tokio::time::timeout(timeout, call).await.map_err(|_| {
-            tonic::Status::deadline_exceeded(format!("{addr} did not answer {kind} within {timeout:?}"))
+            tonic::Status::deadline_exceeded(format!(
+                "{addr} did not answer {kind} within {timeout:?}"
+            ))
         })?
     }
 

@@ -4,11 +4,11 @@
 use arrow_schema::Schema;
 use longbow_common::model::validate_dim;
 use longbow_common::payload_schema::PayloadSchema;
+use longbow_common::replication_api::MAX_REPLICATION_FACTOR;
 use longbow_common::shard_api::{
     decode_schema, encode_schema, CreateReplicaRequest, ReplicaKey, ReplicaStats,
     ACTION_CREATE_REPLICA, ACTION_DROP_REPLICA, ACTION_REPLICA_STATS,
 };
-use longbow_common::replication_api::MAX_REPLICATION_FACTOR;
 use longbow_common::{ContractError, IdType, IndexParams, Metric};
 use serde::Serialize;
 
@@ -304,8 +304,7 @@ impl Coordinator {
             .filter(|p| {
                 let cut_off = p.owner == self.config.node_id
                     && p.since_ms < self.started_ms
-                    && p
-                        .meta
+                    && p.meta
                         .placement
                         .iter()
                         .all(|r| r.members().iter().all(|n| live.contains(n)));
@@ -352,11 +351,10 @@ impl Coordinator {
             payload_schema: meta.payload_schema.clone(),
         };
         match self
-            .bounded(self.shards.action::<serde_json::Value>(
-                &addr,
-                ACTION_CREATE_REPLICA,
-                &req,
-            ))
+            .bounded(
+                self.shards
+                    .action::<serde_json::Value>(&addr, ACTION_CREATE_REPLICA, &req),
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -504,7 +502,11 @@ impl Coordinator {
     }
 
     /// One shard's statistics, with the memory and disk bytes of all its live members.
-    async fn shard_stats(&self, meta: &NamespaceMeta, shard: u32) -> Result<(ShardStats, u64, u64)> {
+    async fn shard_stats(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+    ) -> Result<(ShardStats, u64, u64)> {
         let key = ReplicaKey {
             namespace: meta.name.clone(),
             shard,
@@ -518,7 +520,9 @@ impl Coordinator {
                     return None;
                 }
                 let to = self.member_addr(meta, shard, node).ok()?;
-                let call = self.shards.action::<ReplicaStats>(&to, ACTION_REPLICA_STATS, key);
+                let call = self
+                    .shards
+                    .action::<ReplicaStats>(&to, ACTION_REPLICA_STATS, key);
                 tokio::time::timeout(STATS_TIMEOUT, call).await.ok()?.ok()
             }
         });

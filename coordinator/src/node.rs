@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use longbow_common::replication_api::ReplicaStatus;
+use longbow_common::replication_api::{ReplicaConfig, ReplicaStatus};
 
 use crate::catalog::{NamespaceMeta, NodeId};
 use crate::error::{CoordinatorError, Result};
@@ -91,6 +91,9 @@ impl std::fmt::Display for ShardTarget {
     }
 }
 
+/// One member of one shard: `(namespace, shard, node)`.
+pub(crate) type MemberKey = (String, u32, NodeId);
+
 /// What the coordinator last heard from a shard node.
 #[derive(Debug, Clone)]
 struct NodeSeen {
@@ -112,7 +115,7 @@ pub struct Coordinator {
     pub inflight: Arc<Semaphore>,
     heartbeats: Mutex<HashMap<NodeId, NodeSeen>>,
     /// When each member of each shard was last sent its configuration.
-    pub(crate) pushed: Mutex<HashMap<(String, u32, NodeId), Instant>>,
+    pub(crate) pushed: Mutex<HashMap<MemberKey, (Instant, ReplicaConfig)>>,
     /// Serialises payload-schema growth.
     pub(crate) schema_lock: tokio::sync::Mutex<()>,
     /// When this process started (Unix ms): snapshots it began before are cut off.
@@ -193,7 +196,12 @@ impl Coordinator {
     }
 
     /// What `node` last reported about its replica of `meta`'s shard `shard`.
-    pub fn reported(&self, node: NodeId, meta: &NamespaceMeta, shard: u32) -> Option<ReplicaStatus> {
+    pub fn reported(
+        &self,
+        node: NodeId,
+        meta: &NamespaceMeta,
+        shard: u32,
+    ) -> Option<ReplicaStatus> {
         self.heartbeats
             .lock()
             .get(&node)?

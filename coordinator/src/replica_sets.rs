@@ -28,7 +28,12 @@ pub const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 impl Coordinator {
     /// The configuration of shard `shard` of `meta` addressed to member `node`; `None` while
     /// a member has no known address.
-    pub fn replica_config(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Option<ReplicaConfig> {
+    pub fn replica_config(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        node: NodeId,
+    ) -> Option<ReplicaConfig> {
         let set = meta.placement.get(shard as usize)?;
         let cat = self.group.catalog.read();
         let member = |id: NodeId| {
@@ -37,7 +42,11 @@ impl Coordinator {
                 addr: n.address.clone(),
             })
         };
-        let members: Vec<Member> = set.members().into_iter().map(member).collect::<Option<_>>()?;
+        let members: Vec<Member> = set
+            .members()
+            .into_iter()
+            .map(member)
+            .collect::<Option<_>>()?;
         Some(ReplicaConfig {
             namespace: meta.name.clone(),
             shard,
@@ -57,27 +66,39 @@ impl Coordinator {
 
     /// Send member `node` its configuration of a shard (backups first is the caller's
     /// business); returns what the replica reports after applying it.
-    pub async fn push_config(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<ReplicaStatus> {
+    pub async fn push_config(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        node: NodeId,
+    ) -> Result<ReplicaStatus> {
         let cfg = self.replica_config(meta, shard, node).ok_or_else(|| {
             CoordinatorError::Unavailable(format!(
                 "namespace '{}' shard {shard}: a member has no known address",
                 meta.name
             ))
         })?;
-        let addr = self.node_addr(node).map_err(CoordinatorError::Unavailable)?;
+        let addr = self
+            .node_addr(node)
+            .map_err(CoordinatorError::Unavailable)?;
         let to = ShardTarget {
             namespace: meta.name.clone(),
             shard,
             node,
             addr,
         };
-        self.pushed
-            .lock()
-            .insert((meta.name.clone(), shard, node), Instant::now());
+        self.pushed.lock().insert(
+            (meta.name.clone(), shard, node),
+            (Instant::now(), cfg.clone()),
+        );
         let call = self.shards.action(&to, ACTION_CONFIGURE_REPLICA, &cfg);
         tokio::time::timeout(PUSH_TIMEOUT, call)
             .await
-            .map_err(|_| CoordinatorError::Deadline(format!("{to}: configuring took longer than {PUSH_TIMEOUT:?}")))?
+            .map_err(|_| {
+                CoordinatorError::Deadline(format!(
+                    "{to}: configuring took longer than {PUSH_TIMEOUT:?}"
+                ))
+            })?
     }
 
     /// Push the configuration of a shard to every live member, backups first (so they fence
@@ -144,8 +165,14 @@ impl Coordinator {
         if !self.group.is_leader() {
             return;
         }
-        let namespaces: Vec<NamespaceMeta> =
-            self.group.catalog.read().namespaces.values().cloned().collect();
+        let namespaces: Vec<NamespaceMeta> = self
+            .group
+            .catalog
+            .read()
+            .namespaces
+            .values()
+            .cloned()
+            .collect();
         let live = self.live_nodes();
         for meta in namespaces.iter().filter(|m| !m.is_declared()) {
             for (shard, set) in meta.placement.iter().enumerate() {
@@ -169,7 +196,12 @@ impl Coordinator {
             let candidate = in_sync
                 .iter()
                 .filter(|n| **n != set.primary && live.contains(n))
-                .max_by_key(|n| (self.reported(**n, meta, shard).map(|s| s.lsn).unwrap_or(0), std::cmp::Reverse(**n)))
+                .max_by_key(|n| {
+                    (
+                        self.reported(**n, meta, shard).map(|s| s.lsn).unwrap_or(0),
+                        std::cmp::Reverse(**n),
+                    )
+                })
                 .copied();
             let Some(new) = candidate else {
                 return Ok(()); // Nothing in sync is alive: wait for the primary to return.
@@ -191,13 +223,21 @@ impl Coordinator {
                 .observe(started.elapsed().as_secs_f64());
             return Ok(());
         }
-        let dead: Vec<NodeId> = in_sync.iter().filter(|n| !live.contains(n)).copied().collect();
+        let dead: Vec<NodeId> = in_sync
+            .iter()
+            .filter(|n| !live.contains(n))
+            .copied()
+            .collect();
         if !dead.is_empty() {
             let cmd = CatalogCommand::SetInSync {
                 namespace: meta.name.clone(),
                 shard,
                 epoch: set.epoch,
-                in_sync: in_sync.iter().filter(|n| !dead.contains(n)).copied().collect(),
+                in_sync: in_sync
+                    .iter()
+                    .filter(|n| !dead.contains(n))
+                    .copied()
+                    .collect(),
             };
             expect_ok(self.group.write(cmd).await?)?;
             tracing::warn!(namespace = %meta.name, shard, ?dead, "backups' nodes are dead; taken out of the in-sync set");
@@ -215,12 +255,16 @@ impl Coordinator {
                     && s.fenced.is_none()
                     && (cfg.role == Role::Backup || s.in_sync == cfg.in_sync)
             });
-            let recently = self
+            let (recently, same) = self
                 .pushed
                 .lock()
                 .get(&(meta.name.clone(), shard, node))
-                .is_some_and(|t| t.elapsed() < PUSH_AGAIN_AFTER);
-            if !current && !recently {
+                .map_or((false, false), |(t, last)| {
+                    (t.elapsed() < PUSH_AGAIN_AFTER, *last == cfg)
+                });
+            // A member moved (a node restarted on another address) or the set changed: push
+            // at once; a member reporting something else: push again now and then.
+            if !same || (!current && !recently) {
                 if let Err(e) = self.push_config(meta, shard, node).await {
                     tracing::debug!(namespace = %meta.name, shard, node, error = %e, "configuring a replica failed; retrying");
                 }

@@ -90,7 +90,12 @@ impl ShardClients {
 
     /// Write one batch to a shard's primary at `epoch`; returns once it is durable on every
     /// in-sync replica.
-    pub async fn write(&self, to: &ShardTarget, batch: RecordBatch, epoch: u64) -> Result<WriteAck> {
+    pub async fn write(
+        &self,
+        to: &ShardTarget,
+        batch: RecordBatch,
+        epoch: u64,
+    ) -> Result<WriteAck> {
         let mut c = self.client(to)?;
         let cmd = WriteCommand {
             op: "write".into(),

@@ -69,7 +69,12 @@ impl Coordinator {
     }
 
     /// The call target of member `node` of a shard (live or not).
-    pub fn member_addr(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<ShardTarget> {
+    pub fn member_addr(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        node: NodeId,
+    ) -> Result<ShardTarget> {
         self.target(meta, shard, node)
     }
 
@@ -115,11 +120,21 @@ impl Coordinator {
                     Ok(to) => self.unless_dead(&to.clone(), call(to, set.epoch)).await,
                     Err(e) => Err(e),
                 }
-            } else {
+            } else if set
+                .in_sync()
+                .iter()
+                .any(|n| *n != set.primary && self.is_live(*n))
+            {
                 Err(CoordinatorError::Unavailable(format!(
                     "namespace '{name}' shard {shard}: its primary's node {} is down; an in-sync backup takes over",
                     set.primary
                 )))
+            } else {
+                // Nothing can take over: say so at once.
+                return Err(CoordinatorError::Unavailable(format!(
+                    "namespace '{name}' shard {shard}: its primary's node {} is down and no in-sync backup is live",
+                    set.primary
+                )));
             };
             match attempt {
                 Ok(v) => return Ok(v),
@@ -152,7 +167,11 @@ impl Coordinator {
             return Err(CoordinatorError::Unavailable(format!(
                 "namespace '{}' shard {shard}: no live {} (members {:?}, in sync {:?})",
                 meta.name,
-                if consistency == Consistency::Primary { "primary" } else { "in-sync replica" },
+                if consistency == Consistency::Primary {
+                    "primary"
+                } else {
+                    "in-sync replica"
+                },
                 set.members(),
                 set.in_sync()
             )));

@@ -18,9 +18,7 @@ use longbow_common::shard_api::{
 use longbow_common::ContractError;
 use parking_lot::RwLock;
 
-use longbow_common::replication_api::{
-    ProbeReply, ReplicaConfig, ReplicaStatus, TruncateRequest,
-};
+use longbow_common::replication_api::{ProbeReply, ReplicaConfig, ReplicaStatus, TruncateRequest};
 
 use crate::error::{Result, ShardError};
 use crate::payload::PayloadSchema;
@@ -256,12 +254,14 @@ impl ShardNode {
                 });
             }
         }
-        let needs_transfer = |checkpoint: u64| ShardError::NeedsTransfer {
+        let needs_transfer = |checkpoint: u64| {
+            ShardError::NeedsTransfer {
             key: key.clone(),
             reason: format!(
                 "its log must be cut back to LSN {}, but its checkpoint holds LSNs up to {checkpoint}",
                 req.after_lsn
             ),
+        }
         };
         if req.after_lsn < replica.checkpoint_lsn() {
             return Err(needs_transfer(replica.checkpoint_lsn()));

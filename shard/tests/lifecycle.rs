@@ -357,8 +357,12 @@ fn deleting_half_of_20k_real_embeddings_in_five_waves_keeps_recall_at_10_above_0
             .copied()
             .filter(|id| (id * 7 + 3) % 10 == wave)
             .collect();
-        rt.block_on(r.delete(doomed.iter().map(|&i| IdValue::U64(i)).collect(), None, None))
-            .expect("delete");
+        rt.block_on(r.delete(
+            doomed.iter().map(|&i| IdValue::U64(i)).collect(),
+            None,
+            None,
+        ))
+        .expect("delete");
         alive.retain(|id| !doomed.contains(id));
         checkpoint(&r);
         let recall = recall_at_10(&r, &base, &queries, &alive, dim);

@@ -389,5 +389,4 @@ mod tests {
         assert_eq!(a2, a);
         assert_eq!(c.nodes[&1].address, "x:9");
     }
-
 }

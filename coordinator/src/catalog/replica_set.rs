@@ -94,7 +94,10 @@ impl ReplicaSet {
                 self.primary
             ));
         }
-        let mut next: Vec<NodeId> = members.into_iter().filter(|n| in_sync.contains(n)).collect();
+        let mut next: Vec<NodeId> = members
+            .into_iter()
+            .filter(|n| in_sync.contains(n))
+            .collect();
         next.dedup();
         self.in_sync = next;
         CatalogResponse::Ok
@@ -156,7 +159,10 @@ mod tests {
             per_node[set.primary as usize] += 1;
         }
         assert_eq!(&per_node[1..], &[2, 2, 2]);
-        assert!(place(1, 4, &nodes).is_none(), "four replicas need four nodes");
+        assert!(
+            place(1, 4, &nodes).is_none(),
+            "four replicas need four nodes"
+        );
     }
 
     #[test]
@@ -171,8 +177,14 @@ mod tests {
             matches!(set.promote(2, 1), CatalogResponse::Conflict(_)),
             "the old primary is out of sync"
         );
-        assert!(matches!(set.set_in_sync(1, &[2]), CatalogResponse::Conflict(_)));
-        assert!(matches!(set.set_in_sync(2, &[3]), CatalogResponse::Conflict(_)));
+        assert!(matches!(
+            set.set_in_sync(1, &[2]),
+            CatalogResponse::Conflict(_)
+        ));
+        assert!(matches!(
+            set.set_in_sync(2, &[3]),
+            CatalogResponse::Conflict(_)
+        ));
         assert_eq!(set.set_in_sync(2, &[2, 1, 3]), CatalogResponse::Ok);
         assert_eq!(set.in_sync(), vec![2, 1, 3]);
     }

@@ -191,9 +191,9 @@ impl Committer {
         match (gate.role, epoch) {
             (None, None) => Ok(()),
             (None, Some(_)) => Err(not_primary(": it is not configured yet".into())),
-            (Some(Role::Backup), _) => Err(not_primary(format!(
-                ": it is a backup at epoch {current}"
-            ))),
+            (Some(Role::Backup), _) => {
+                Err(not_primary(format!(": it is a backup at epoch {current}")))
+            }
             (Some(Role::Primary), None) => Err(not_primary(
                 ": writes to a replicated shard must carry the replica set's epoch".into(),
             )),
@@ -388,7 +388,9 @@ impl Committer {
         };
         // The bytes the backups get are exactly what this log holds.
         let forward = match (gate.role, &gate.forward) {
-            (Some(Role::Primary), Some(f)) => Some((f.clone(), self.wal.pending_entries().to_vec())),
+            (Some(Role::Primary), Some(f)) => {
+                Some((f.clone(), self.wal.pending_entries().to_vec()))
+            }
             _ => None,
         };
         if let Err(e) = self.wal.commit() {

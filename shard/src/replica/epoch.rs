@@ -45,10 +45,8 @@ impl Epochs {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        longbow_common::disk::replace_file(&path, &bytes).map_err(|source| ShardError::Io {
-            path,
-            source,
-        })
+        longbow_common::disk::replace_file(&path, &bytes)
+            .map_err(|source| ShardError::Io { path, source })
     }
 
     /// Record that entries of `epoch` begin at `first_lsn` (no-op when `epoch` has a start

@@ -124,7 +124,15 @@ impl Replication {
         let links = cfg
             .backups()
             .filter(|m| cfg.in_sync.contains(&m.node))
-            .map(|m| Arc::new(link_to(replica.key(), cfg, m.clone(), &self.peers, self.timeout)))
+            .map(|m| {
+                Arc::new(link_to(
+                    replica.key(),
+                    cfg,
+                    m.clone(),
+                    &self.peers,
+                    self.timeout,
+                ))
+            })
             .collect();
         Arc::new(PrimaryForward {
             generation,
@@ -216,7 +224,11 @@ pub struct PrimaryForward {
 
 impl PrimaryForward {
     /// Ask a coordinator to change the in-sync set; the new configuration on success.
-    async fn update_in_sync(&self, remove: Vec<u64>, add: Vec<u64>) -> Result<ReplicaConfig, String> {
+    async fn update_in_sync(
+        &self,
+        remove: Vec<u64>,
+        add: Vec<u64>,
+    ) -> Result<ReplicaConfig, String> {
         let change = InSyncChange {
             namespace: self.key.namespace.clone(),
             shard: self.key.shard,
@@ -240,7 +252,13 @@ impl PrimaryForward {
     }
 
     /// Send one group to one backup, syncing the link first when it needs it.
-    async fn send(&self, link: &BackupLink, first: u64, last: u64, bytes: &[u8]) -> Result<(), String> {
+    async fn send(
+        &self,
+        link: &BackupLink,
+        first: u64,
+        last: u64,
+        bytes: &[u8],
+    ) -> Result<(), String> {
         let wal = match self.replica.upgrade() {
             Some(r) => r.wal_files().clone(),
             None => return Err("the replica is closing".into()),
@@ -270,7 +288,12 @@ impl PrimaryForward {
         Ok(())
     }
 
-    async fn forward_async(self: Arc<Self>, first: u64, last: u64, bytes: Vec<u8>) -> Result<Vec<u64>, String> {
+    async fn forward_async(
+        self: Arc<Self>,
+        first: u64,
+        last: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u64>, String> {
         let links = self.links.lock().clone();
         let sends = links.iter().map(|l| self.send(l, first, last, &bytes));
         let results = futures::future::join_all(sends).await;
@@ -290,7 +313,11 @@ impl PrimaryForward {
             .map_err(|e| {
                 format!(
                     "{}; taking them out of the in-sync set failed: {e}",
-                    failed.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("; ")
+                    failed
+                        .iter()
+                        .map(|(_, e)| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )
             })?;
         if cfg.epoch != self.cfg.epoch || nodes.iter().any(|n| cfg.in_sync.contains(n)) {
@@ -301,7 +328,9 @@ impl PrimaryForward {
         }
         let dropped: Vec<Arc<BackupLink>> = {
             let mut links = self.links.lock();
-            let (gone, kept) = links.drain(..).partition(|l| nodes.contains(&l.member.node));
+            let (gone, kept) = links
+                .drain(..)
+                .partition(|l| nodes.contains(&l.member.node));
             *links = kept;
             gone
         };

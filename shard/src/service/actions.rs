@@ -1,16 +1,16 @@
 //! DoAction handlers: replica lifecycle, stats and deletes. JSON in, JSON out.
 
 use arrow_flight::Action;
+use longbow_common::replication_api::{
+    decode_replicate, ProbeRequest, ReplicaConfig, ReplicateReply, TruncateRequest,
+    ACTION_CONFIGURE_REPLICA, ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRUNCATE_REPLICA,
+};
 use longbow_common::shard_api::{
     parse_json, CheckpointReply, CreateReplicaRequest, DeleteRequest, DeleteResponse,
     DeleteSnapshotRequest, ReplicaKey, RestoreReplicaRequest, SnapshotRequest, ACTIONS,
     ACTION_CHECKPOINT, ACTION_CREATE_REPLICA, ACTION_CREATE_SNAPSHOT, ACTION_DELETE_ROWS,
     ACTION_DELETE_SNAPSHOT, ACTION_DROP_REPLICA, ACTION_LIST_REPLICAS, ACTION_REPLICA_STATS,
     ACTION_RESTORE_REPLICA,
-};
-use longbow_common::replication_api::{
-    decode_replicate, ProbeRequest, ReplicaConfig, ReplicateReply, TruncateRequest,
-    ACTION_CONFIGURE_REPLICA, ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRUNCATE_REPLICA,
 };
 use longbow_common::{ErrorExt, Filter, IdValue};
 use tonic::Status;
@@ -170,7 +170,10 @@ async fn replicate(svc: &ShardService, body: &[u8]) -> Result<Vec<u8>, Status> {
         )));
     }
     let replica = svc.replica(&header.namespace, header.shard)?;
-    match replica.replicate(header.epoch, header.starts, entries).await {
+    match replica
+        .replicate(header.epoch, header.starts, entries)
+        .await
+    {
         Ok(lsn) => to_json(&ReplicateReply {
             lsn,
             appended: true,

@@ -87,7 +87,11 @@ impl WalFiles {
                 Ok(b) => b,
                 // Removed by a checkpoint between the listing and the read.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Ok(if last < from { Tail::Gone } else { break_out(bytes, last) })
+                    return Ok(if last < from {
+                        Tail::Gone
+                    } else {
+                        break_out(bytes, last)
+                    })
                 }
                 Err(e) => return Err(io_err(path)(e)),
             };
@@ -187,7 +191,7 @@ mod tests {
         let Tail::Entries { bytes, last } = files.read_from(5, 100).expect("read") else {
             panic!("tail gone")
         };
-        assert!(last < 30 && last >= 5, "a chunk, not everything: {last}");
+        assert!((5..30).contains(&last), "a chunk, not everything: {last}");
         assert_eq!(lsns(&bytes), (5..=last).collect::<Vec<_>>());
         assert_eq!(
             files.read_from(31, 100).expect("read"),
@@ -219,8 +223,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         drop(wal_with(tmp.path(), 30, 256));
         truncate_after(tmp.path(), 17).expect("truncate");
-        let (mut wal, found) =
-            Wal::open(tmp.path(), Arc::new(StdBackend), 256, 0).expect("reopen");
+        let (mut wal, found) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 0).expect("reopen");
         assert_eq!(
             found.iter().map(|e| e.lsn).collect::<Vec<_>>(),
             (1..=17).collect::<Vec<_>>()

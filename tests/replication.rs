@@ -1,0 +1,333 @@
+//! Replica sets through real processes (`longbow coordinator`, three `longbow shard`), with
+//! faults injected by SIGKILL and SIGSTOP:
+//!
+//! - a write is acknowledged once every in-sync replica has it, so all of them report the
+//!   same LSN right after the acknowledgement;
+//! - killing a primary's node under continuous writes loses no acknowledged write and brings
+//!   no deleted id back; writes resume on the promoted backup at the next epoch;
+//! - the killed node comes back as a backup, is caught up from the new primary's WAL and put
+//!   back in the in-sync set, and every replica converges to the same LSN and rows;
+//! - a second process claiming a live node's identity is refused.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use arrow_flight::FlightClient;
+use common::*;
+use serde_json::{json, Value};
+
+const DIM: usize = 4;
+const NS: &str = "rep";
+
+/// A shard node we started: its process and its shard API address.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+fn start_node(dir: &Path, coordinator: &str) -> Node {
+    let mut cmd = longbow_cmd(SHARD_ARGS, dir);
+    cmd.arg("--coordinator").arg(coordinator);
+    let (child, line) = spawn_until_first_line(cmd);
+    Node {
+        child,
+        addr: word(&line, "flight"),
+    }
+}
+
+fn batch(lo: u64, hi: u64, salt: u64) -> arrow_array::RecordBatch {
+    let ids: Vec<u64> = (lo..hi).collect();
+    let data: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| (0..DIM).map(move |d| ((i * 7 + d as u64 + salt) % 1000) as f32 * 0.01))
+        .collect();
+    rows(&ids, &data, DIM)
+}
+
+async fn stats(c: &mut FlightClient) -> Value {
+    action(c, "GetNamespace", json!({ "name": NS }))
+        .await
+        .expect("GetNamespace")
+}
+
+/// Node id of each shard node address, from cluster-status.
+async fn node_ids(c: &mut FlightClient) -> BTreeMap<String, u64> {
+    let s = action(c, "cluster-status", json!({}))
+        .await
+        .expect("status");
+    s["shard_nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["address"].as_str().expect("address").to_string(),
+                n["id"].as_u64().expect("id"),
+            )
+        })
+        .collect()
+}
+
+/// The ids stored in the namespace among `0..hi`, with their first vector component.
+async fn stored(c: &mut FlightClient, hi: u64) -> BTreeMap<u64, f32> {
+    let ids: Vec<u64> = (0..hi).collect();
+    let batches = do_get(
+        c,
+        json!({"get": {"namespace": NS, "ids": ids, "include_vectors": true}}),
+    )
+    .await
+    .expect("get");
+    let mut out = BTreeMap::new();
+    for b in &batches {
+        let vectors = b
+            .column_by_name("vector")
+            .and_then(|v| v.as_any().downcast_ref::<arrow_array::FixedSizeListArray>())
+            .expect("vector");
+        let first = vectors
+            .values()
+            .as_any()
+            .downcast_ref::<arrow_array::Float32Array>()
+            .expect("f32");
+        for (row, id) in u64s(b, "id").into_iter().enumerate() {
+            out.insert(id, first.value(row * DIM));
+        }
+    }
+    out
+}
+
+/// Wait (bounded) until every shard has all its members in sync with lag 0; returns stats.
+async fn wait_converged(c: &mut FlightClient, members: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = stats(c).await;
+        let done = s["per_shard"].as_array().expect("shards").iter().all(|sh| {
+            sh["in_sync"].as_array().map_or(0, |a| a.len()) == members
+                && sh["replicas"]
+                    .as_array()
+                    .expect("replicas")
+                    .iter()
+                    .all(|r| r["lag"] == 0 && r["live"] == true)
+        });
+        if done {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "replicas never converged: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each replica's own statistics, asked of its node directly.
+async fn replica_stats(addr: &str, shard: u64) -> Value {
+    let mut c = connect(&format!("http://{addr}")).await;
+    action(
+        &mut c,
+        "ReplicaStats",
+        json!({"namespace": NS, "shard": shard}),
+    )
+    .await
+    .expect("replica stats")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node_rejoins_as_a_caught_up_backup(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
+        .collect();
+    let mut c = connect(&data_uri).await;
+    wait_live(&mut c, 3).await;
+    let refused = action(
+        &mut c,
+        "CreateNamespace",
+        json!({"name": "toomany", "dim": DIM, "replication_factor": 4}),
+    )
+    .await
+    .expect_err("four replicas on three nodes");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("replication_factor"),
+        "{}",
+        refused.message()
+    );
+    action(
+        &mut c,
+        "CreateNamespace",
+        json!({"name": NS, "dim": DIM, "shards": 2, "replication_factor": 3}),
+    )
+    .await
+    .expect("create");
+
+    // Acknowledged means durable on every in-sync replica: their LSNs match at once.
+    put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
+    let s = stats(&mut c).await;
+    assert_eq!(s["count"], 300, "{s}");
+    for sh in s["per_shard"].as_array().expect("shards") {
+        assert_eq!(sh["epoch"], 1);
+        assert_eq!(sh["in_sync"].as_array().expect("in sync").len(), 3, "{sh}");
+        let lsns: BTreeSet<u64> = sh["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .map(|r| r["lsn"].as_u64().expect("lsn"))
+            .collect();
+        assert_eq!(
+            lsns.len(),
+            1,
+            "every replica has the acknowledged write: {sh}"
+        );
+    }
+    // A delete acknowledged before the failover must stay deleted after it.
+    let deleted = action(
+        &mut c,
+        "Delete",
+        json!({"namespace": NS, "ids": (0..50).collect::<Vec<u64>>()}),
+    )
+    .await
+    .expect("delete");
+    assert_eq!(deleted["deleted"], 50, "{deleted}");
+
+    // Continuous writes (upserts of new and old ids) while the primary of shard 0 dies.
+    let ids = node_ids(&mut c).await;
+    let victim_id = s["per_shard"][0]["primary"].as_u64().expect("primary");
+    let victim = nodes
+        .iter()
+        .position(|n| ids[&n.addr] == victim_id)
+        .expect("the primary is one of ours");
+    let mut acked: BTreeMap<u64, f32> = (50..300)
+        .map(|i| (i, ((i * 7) % 1000) as f32 * 0.01))
+        .collect();
+    let mut killed_at = None;
+    let mut resumed_after = None;
+    let started = Instant::now();
+    let mut round = 0u64;
+    while round < 60 && started.elapsed() < Duration::from_secs(60) {
+        if round == 10 {
+            nodes[victim].child.kill().expect("kill -9");
+            let _ = nodes[victim].child.wait();
+            killed_at = Some(Instant::now());
+        }
+        let (lo, hi, salt) = (300 + round * 20, 320 + round * 20, round + 1);
+        match put(&mut c, NS, vec![batch(lo, hi, salt)]).await {
+            Ok(_) => {
+                for i in lo..hi {
+                    acked.insert(i, ((i * 7 + salt) % 1000) as f32 * 0.01);
+                }
+                if let (Some(k), None) = (killed_at, resumed_after) {
+                    resumed_after = Some(k.elapsed());
+                }
+            }
+            Err(e) => assert!(
+                e.metadata()
+                    .get("x-longbow-retryable")
+                    .is_some_and(|v| v == "true"),
+                "a failed write is retryable: {e}"
+            ),
+        }
+        round += 1;
+    }
+    assert!(killed_at.is_some(), "the fault was injected");
+    let resumed = resumed_after.expect("writes resumed after the primary died");
+    assert!(
+        resumed < Duration::from_secs(30),
+        "writes resumed after {resumed:?}"
+    );
+
+    // Nothing acknowledged is lost, nothing deleted is back, values are the last acknowledged.
+    let got = stored(&mut c, 300 + 60 * 20).await;
+    for (id, v) in &acked {
+        assert_eq!(
+            got.get(id),
+            Some(v),
+            "acknowledged id {id} has its last value"
+        );
+    }
+    assert!(
+        (0..50).all(|i| !got.contains_key(&i)),
+        "a deleted id came back"
+    );
+    let s = stats(&mut c).await;
+    let sh0 = &s["per_shard"][0];
+    assert_ne!(sh0["primary"].as_u64(), Some(victim_id), "{sh0}");
+    assert!(sh0["epoch"].as_u64().expect("epoch") >= 2, "{sh0}");
+    assert!(
+        !sh0["in_sync"]
+            .as_array()
+            .expect("in sync")
+            .contains(&json!(victim_id)),
+        "the dead node is out of the in-sync set: {sh0}"
+    );
+
+    // The node comes back: it is caught up and put back in sync; all replicas converge.
+    let addr = nodes[victim].addr.clone();
+    let back = start_node(&dir.path().join(format!("shard-{victim}")), &internal);
+    assert_ne!(back.addr, "", "restarted");
+    nodes[victim] = back;
+    let s = wait_converged(&mut c, 3).await;
+    assert_eq!(s["count"].as_u64(), Some(acked.len() as u64), "{s}");
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for shard in 0..2u64 {
+        let mut seen = BTreeSet::new();
+        for a in &addrs {
+            let r = replica_stats(a, shard).await;
+            seen.insert((r["lsn"].as_u64(), r["count"].as_u64()));
+        }
+        assert_eq!(
+            seen.len(),
+            1,
+            "shard {shard}: every replica has the same LSN and rows: {seen:?}"
+        );
+    }
+    let _ = addr;
+    for n in &mut nodes {
+        terminate(&mut n.child);
+    }
+    terminate(&mut coord);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_claiming_a_live_nodes_identity_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
+    let original = dir.path().join("shard-a");
+    let mut a = start_node(&original, &internal);
+    let mut c = connect(&data_uri).await;
+    wait_live(&mut c, 1).await;
+    // A copy of the data directory, started elsewhere while the original runs.
+    let copy = dir.path().join("shard-copy");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    std::fs::copy(original.join("node.json"), copy.join("node.json")).expect("copy identity");
+    let mut cmd = longbow_cmd(SHARD_ARGS, &copy);
+    cmd.arg("--coordinator").arg(&internal);
+    let mut impostor = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids = node_ids(&mut c).await;
+    assert_eq!(ids.len(), 1, "no second node: {ids:?}");
+    assert_eq!(
+        ids.keys().next(),
+        Some(&a.addr),
+        "the node kept its address: {ids:?}"
+    );
+    let _ = impostor.kill();
+    let mut err = String::new();
+    use std::io::Read;
+    if let Some(mut e) = impostor.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = impostor.wait();
+    assert!(
+        err.contains("is live at"),
+        "the newcomer is told why: {err}"
+    );
+    terminate(&mut a.child);
+    terminate(&mut coord);
+}
