@@ -200,3 +200,17 @@ def test_a_snapshot_restores_exactly_its_records(client: LongbowClient) -> None:
     client.delete_snapshot(snap.snapshot, "snap")
     assert client.list_snapshots("snap") == []
     assert client.get_info("snap-copy").count == 200
+
+
+def test_stats_show_each_shards_replica_set(client: LongbowClient) -> None:
+    client.create_namespace("replica-sets", 4, shards=2, replication_factor=1)
+    client.insert("replica-sets", [{"id": i, "vector": [float(i), 0.0, 0.0, 1.0]} for i in range(20)])
+    stats = client.get_info("replica-sets")
+    assert stats.replication_factor == 1
+    assert [s.shard for s in stats.replica_sets] == [0, 1]
+    for s in stats.replica_sets:
+        assert s.in_sync == [s.primary] and s.backups == [] and s.epoch >= 1
+        assert [(r.node, r.lag, r.live) for r in s.replicas] == [(s.primary, 0, True)]
+    with pytest.raises(LongbowValidationError, match="replication_factor"):
+        client.create_namespace("too-many", 4, replication_factor=9)
+    client.delete_namespace("replica-sets")

@@ -36,6 +36,7 @@ from .models import (
     Record,
     RecordId,
     SearchResult,
+    ShardReplicas,
     SnapshotInfo,
     check_k,
 )
@@ -192,6 +193,8 @@ class LongbowClient:
             indexing_lag=r["indexing_lag"],
             shards=r["shards"],
             payload_columns=r.get("payload_columns", []),
+            replication_factor=r.get("replication_factor", 1),
+            replica_sets=[ShardReplicas.model_validate(s) for s in r.get("per_shard", [])],
         )
 
     def delete_namespace(self, name: str) -> None:

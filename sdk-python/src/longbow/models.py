@@ -78,6 +78,26 @@ class NamespaceInfo(BaseModel):
     shards: int = 1
 
 
+class ReplicaPosition(BaseModel):
+    """Where one member of a shard's replica set stands."""
+
+    node: int
+    lsn: int
+    lag: int
+    live: bool
+
+
+class ShardReplicas(BaseModel):
+    """A shard's replica set: its primary, backups, in-sync members and epoch."""
+
+    shard: int
+    primary: int
+    backups: list[int] = Field(default_factory=list)
+    in_sync: list[int] = Field(default_factory=list)
+    epoch: int
+    replicas: list[ReplicaPosition] = Field(default_factory=list)
+
+
 class IndexStats(BaseModel):
     """Statistics of a namespace."""
 
@@ -92,6 +112,8 @@ class IndexStats(BaseModel):
     indexing_lag: int
     shards: int
     payload_columns: list[str] = Field(default_factory=list)
+    replication_factor: int = 1
+    replica_sets: list[ShardReplicas] = Field(default_factory=list)
 
 
 class SnapshotShard(BaseModel):
