@@ -239,4 +239,40 @@ mod tests {
         bad[4] = b'x';
         assert!(decode_replicate(&bad).is_err());
     }
+
+    #[test]
+    fn random_and_mutated_bodies_never_panic_the_parser() {
+        let good = encode_replicate(
+            &ReplicateHeader {
+                namespace: "ns".into(),
+                shard: 1,
+                epoch: 2,
+                primary: 3,
+                starts: vec![(2, 5)],
+            },
+            b"payload",
+        );
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let mut body = if round % 2 == 0 {
+                good.clone()
+            } else {
+                (0..(next() % 64) as usize).map(|_| next() as u8).collect()
+            };
+            if !body.is_empty() {
+                for _ in 0..(next() % 4) {
+                    let at = (next() as usize) % body.len();
+                    body[at] = next() as u8;
+                }
+                body.truncate((next() as usize) % (body.len() + 1));
+            }
+            let _ = decode_replicate(&body);
+        }
+    }
 }

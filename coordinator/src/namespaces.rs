@@ -516,29 +516,41 @@ impl Coordinator {
         let asks = members.iter().map(|&node| {
             let key = &key;
             async move {
+                let to = self
+                    .member_addr(meta, shard, node)
+                    .map_err(|e| e.to_string())?;
                 if !self.is_live(node) {
-                    return None;
+                    return Err(format!("node {node} is not live"));
                 }
-                let to = self.member_addr(meta, shard, node).ok()?;
                 let call = self
                     .shards
                     .action::<ReplicaStats>(&to, ACTION_REPLICA_STATS, key);
-                tokio::time::timeout(STATS_TIMEOUT, call).await.ok()?.ok()
+                match tokio::time::timeout(STATS_TIMEOUT, call).await {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("{to} did not answer within {STATS_TIMEOUT:?}")),
+                }
             }
         });
-        let answers: Vec<Option<ReplicaStats>> = futures::future::join_all(asks).await;
+        let results: Vec<std::result::Result<ReplicaStats, String>> =
+            futures::future::join_all(asks).await;
         let in_sync = set.in_sync();
         let best = members
             .iter()
-            .zip(&answers)
+            .zip(&results)
             .filter(|(n, _)| in_sync.contains(n))
-            .find_map(|(_, a)| a.clone())
+            .find_map(|(_, a)| a.as_ref().ok().cloned())
             .ok_or_else(|| {
+                let why: Vec<String> = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().err().cloned())
+                    .collect();
                 CoordinatorError::Unavailable(format!(
-                    "namespace '{}' shard {shard}: no in-sync replica answered (members {members:?}, in sync {in_sync:?})",
-                    meta.name
+                    "no in-sync replica answered (members {members:?}, in sync {in_sync:?}): {}",
+                    why.join("; ")
                 ))
             })?;
+        let answers: Vec<Option<ReplicaStats>> = results.into_iter().map(|r| r.ok()).collect();
         let lsn_of = |i: usize, node: u64| {
             answers[i]
                 .as_ref()

@@ -320,6 +320,11 @@ impl Coordinator {
         });
         let restore = async {
             futures::future::try_join_all(calls).await?;
+            let configs = snap
+                .parts
+                .iter()
+                .map(|p| self.push_config(&meta, p.shard, p.node));
+            futures::future::try_join_all(configs).await?;
             Ok(())
         };
         self.create_placed(&meta, restore).await?;

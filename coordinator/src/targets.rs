@@ -126,13 +126,13 @@ impl Coordinator {
                 .any(|n| *n != set.primary && self.is_live(*n))
             {
                 Err(CoordinatorError::Unavailable(format!(
-                    "namespace '{name}' shard {shard}: its primary's node {} is down; an in-sync backup takes over",
+                    "namespace '{name}' shard {shard} on node {}: the node is down; an in-sync backup takes over",
                     set.primary
                 )))
             } else {
                 // Nothing can take over: say so at once.
                 return Err(CoordinatorError::Unavailable(format!(
-                    "namespace '{name}' shard {shard}: its primary's node {} is down and no in-sync backup is live",
+                    "namespace '{name}' shard {shard} on node {}: the node is down and no in-sync backup is live",
                     set.primary
                 )));
             };

@@ -231,7 +231,7 @@ impl ShardNode {
     pub fn replica_statuses(&self) -> Vec<ReplicaStatus> {
         self.replicas()
             .iter()
-            .map(|r| crate::replication::status(r))
+            .map(|r| self.replication.status(r))
             .collect()
     }
 

@@ -45,6 +45,8 @@ pub struct Replication {
     timeout: Duration,
     /// Bumped on every configuration of a replica: tasks of an older one stop.
     generations: Mutex<HashMap<ReplicaKey, Arc<AtomicU64>>>,
+    /// The last status read of each replica, reported while its gate is busy.
+    last_status: Mutex<HashMap<ReplicaKey, ReplicaStatus>>,
 }
 
 impl Replication {
@@ -56,6 +58,7 @@ impl Replication {
             peers: Arc::new(Channels::default()),
             timeout,
             generations: Mutex::new(HashMap::new()),
+            last_status: Mutex::new(HashMap::new()),
         }
     }
 
@@ -73,6 +76,7 @@ impl Replication {
     /// Stop the background work of a replica being dropped or reopened.
     pub fn forget(&self, key: &ReplicaKey) {
         self.next_generation(key);
+        self.last_status.lock().remove(key);
     }
 
     /// Apply replica set `cfg` to `replica`. Blocks on the replica's gate (call it off the
@@ -189,9 +193,35 @@ fn link_to(
     BackupLink::new(key.clone(), cfg.epoch, cfg.node, m, peers.clone(), timeout)
 }
 
-/// What `replica` reports about itself.
-pub fn status(replica: &Replica) -> ReplicaStatus {
-    status_of(replica, &replica.gate().lock())
+impl Replication {
+    /// What `replica` reports about itself. Never waits long for its gate (a primary holds it
+    /// while a backup is slow, and heartbeats must not stall with it): while the gate is busy
+    /// the last status read is reported, with the current LSN.
+    pub fn status(&self, replica: &Replica) -> ReplicaStatus {
+        let key = replica.key();
+        match replica.gate().try_lock_for(Duration::from_millis(20)) {
+            Some(gate) => {
+                let s = status_of(replica, &gate);
+                drop(gate);
+                self.last_status.lock().insert(key.clone(), s.clone());
+                s
+            }
+            None => {
+                let cached = self.last_status.lock().get(key).cloned();
+                let mut s = cached.unwrap_or_else(|| ReplicaStatus {
+                    namespace: key.namespace.clone(),
+                    shard: key.shard,
+                    epoch: 0,
+                    role: None,
+                    lsn: 0,
+                    in_sync: Vec::new(),
+                    fenced: None,
+                });
+                s.lsn = replica.wal_files().durable_lsn();
+                s
+            }
+        }
+    }
 }
 
 fn status_of(replica: &Replica, gate: &Gate) -> ReplicaStatus {
