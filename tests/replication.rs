@@ -264,7 +264,6 @@ async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node
     );
 
     // The node comes back: it is caught up and put back in sync; all replicas converge.
-    let addr = nodes[victim].addr.clone();
     let back = start_node(&dir.path().join(format!("shard-{victim}")), &internal);
     assert_ne!(back.addr, "", "restarted");
     nodes[victim] = back;
@@ -283,7 +282,6 @@ async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node
             "shard {shard}: every replica has the same LSN and rows: {seen:?}"
         );
     }
-    let _ = addr;
     for n in &mut nodes {
         terminate(&mut n.child);
     }

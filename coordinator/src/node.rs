@@ -231,6 +231,17 @@ impl Coordinator {
             .collect()
     }
 
+    /// Every published namespace's catalog entry, in name order.
+    pub fn namespaces(&self) -> Vec<NamespaceMeta> {
+        self.group
+            .catalog
+            .read()
+            .namespaces
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// A namespace's catalog entry (accepting the `dataset` spelling's value as-is).
     pub fn namespace(&self, name: &str) -> Result<NamespaceMeta> {
         self.group

@@ -165,14 +165,7 @@ impl Coordinator {
         if !self.group.is_leader() {
             return;
         }
-        let namespaces: Vec<NamespaceMeta> = self
-            .group
-            .catalog
-            .read()
-            .namespaces
-            .values()
-            .cloned()
-            .collect();
+        let namespaces: Vec<NamespaceMeta> = self.namespaces();
         let live = self.live_nodes();
         for meta in namespaces.iter().filter(|m| !m.is_declared()) {
             for (shard, set) in meta.placement.iter().enumerate() {

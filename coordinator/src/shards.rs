@@ -4,30 +4,26 @@
 //! streams per connection). Errors from a shard keep their gRPC code, so a shard's
 //! INVALID_ARGUMENT naming a field reaches the client unchanged.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
+use longbow_common::channels::Channels;
 use longbow_common::shard_api::{SearchCommand, ShardTicket, WriteAck, WriteCommand};
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::error::{CoordinatorError, Result};
 use crate::node::ShardTarget;
 
 /// Largest message exchanged with shards.
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+const MAX_MESSAGE_BYTES: usize = longbow_common::channels::MAX_MESSAGE_BYTES;
 
 /// Pooled connections to shard nodes.
 #[derive(Default)]
 pub struct ShardClients {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
 }
 
 fn shard_err(to: &ShardTarget, e: FlightError) -> CoordinatorError {
@@ -43,25 +39,10 @@ fn shard_err(to: &ShardTarget, e: FlightError) -> CoordinatorError {
 
 impl ShardClients {
     fn client(&self, to: &ShardTarget) -> Result<FlightClient> {
-        let addr = to.addr.as_str();
-        let mut channels = self.channels.lock();
-        let ch = match channels.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let ch = Channel::from_shared(format!("http://{addr}"))
-                    .map_err(|e| {
-                        CoordinatorError::Internal(format!("bad shard address {addr}: {e}"))
-                    })?
-                    .connect_timeout(Duration::from_secs(5))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                channels.insert(addr.to_string(), ch.clone());
-                ch
-            }
-        };
-        let inner = arrow_flight::flight_service_client::FlightServiceClient::new(ch)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let inner = self
+            .channels
+            .client(&to.addr)
+            .map_err(|s| CoordinatorError::Internal(s.message().to_string()))?;
         Ok(FlightClient::new_from_inner(inner))
     }
 

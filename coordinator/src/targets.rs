@@ -56,7 +56,13 @@ impl Consistency {
 static NEXT_READ: AtomicUsize = AtomicUsize::new(0);
 
 impl Coordinator {
-    fn target(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<ShardTarget> {
+    /// The call target of member `node` of a shard (live or not).
+    pub fn member_addr(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        node: NodeId,
+    ) -> Result<ShardTarget> {
         let addr = self.node_addr(node).map_err(|why| {
             CoordinatorError::Unavailable(format!("namespace '{}' shard {shard}: {why}", meta.name))
         })?;
@@ -66,16 +72,6 @@ impl Coordinator {
             node,
             addr,
         })
-    }
-
-    /// The call target of member `node` of a shard (live or not).
-    pub fn member_addr(
-        &self,
-        meta: &NamespaceMeta,
-        shard: u32,
-        node: NodeId,
-    ) -> Result<ShardTarget> {
-        self.target(meta, shard, node)
     }
 
     /// Run `call` on `to`, giving up as soon as its node counts as dead.
@@ -116,7 +112,7 @@ impl Coordinator {
                 CoordinatorError::Internal(format!("namespace {name} has no shard {shard}"))
             })?;
             let attempt = if self.is_live(set.primary) {
-                match self.target(&meta, shard, set.primary) {
+                match self.member_addr(&meta, shard, set.primary) {
                     Ok(to) => self.unless_dead(&to.clone(), call(to, set.epoch)).await,
                     Err(e) => Err(e),
                 }
@@ -196,7 +192,7 @@ impl Coordinator {
     {
         let mut last = None;
         for node in self.read_order(meta, shard, consistency)? {
-            let to = match self.target(meta, shard, node) {
+            let to = match self.member_addr(meta, shard, node) {
                 Ok(t) => t,
                 Err(e) => {
                     last = Some(e);

@@ -210,14 +210,7 @@ pub(super) async fn list_flights(
     criteria: &[u8],
 ) -> Result<Vec<FlightInfo>, Status> {
     let criteria = Criteria::parse(criteria).map_err(|e| e.to_status())?;
-    let metas: Vec<NamespaceMeta> = coord
-        .group
-        .catalog
-        .read()
-        .namespaces
-        .values()
-        .cloned()
-        .collect();
+    let metas: Vec<NamespaceMeta> = coord.namespaces();
     // Namespaces are asked for their counts a few at a time, in catalog order.
     let wanted = metas
         .into_iter()

@@ -294,7 +294,10 @@ impl PrimaryForward {
             None => return Err("the replica is closing".into()),
         };
         let starts = self.epochs.covering(first, last);
-        for attempt in 0..2 {
+        // At most one re-sync: a backup that refuses the group right after being brought in
+        // line has a problem a retry will not fix.
+        let mut refused = None;
+        for _ in 0..2 {
             if !link.is_synced() {
                 link.sync(&wal, &self.epochs, first - 1)
                     .await
@@ -308,14 +311,13 @@ impl PrimaryForward {
                 return Ok(());
             }
             link.unsync();
-            if attempt == 1 {
-                return Err(format!(
-                    "backup node {} refused entries {first}..={last} (its log ends at {})",
-                    link.member.node, reply.lsn
-                ));
-            }
+            refused = Some(reply.lsn);
         }
-        Ok(())
+        Err(format!(
+            "backup node {} refused entries {first}..={last} (its log ends at {})",
+            link.member.node,
+            refused.unwrap_or(0)
+        ))
     }
 
     async fn forward_async(
