@@ -7,6 +7,9 @@
 //!   no deleted id back; writes resume on the promoted backup at the next epoch;
 //! - the killed node comes back as a backup, is caught up from the new primary's WAL and put
 //!   back in the in-sync set, and every replica converges to the same LSN and rows;
+//! - a backup that lacks entries its primary's checkpoint deleted from the WAL gets the
+//!   primary's segment files and then the WAL after them, and can take over as primary with
+//!   every acknowledged write;
 //! - a second process claiming a live node's identity is refused.
 
 mod common;
@@ -23,10 +26,11 @@ use serde_json::{json, Value};
 const DIM: usize = 4;
 const NS: &str = "rep";
 
-/// A shard node we started: its process and its shard API address.
+/// A shard node we started: its process, its shard API address and its HTTP address.
 struct Node {
     child: Child,
     addr: String,
+    http: String,
 }
 
 fn start_node(dir: &Path, coordinator: &str) -> Node {
@@ -36,7 +40,21 @@ fn start_node(dir: &Path, coordinator: &str) -> Node {
     Node {
         child,
         addr: word(&line, "flight"),
+        http: word(&line, "http"),
     }
+}
+
+/// A counter's value in a node's `/metrics`.
+fn metric(node: &Node, name: &str) -> u64 {
+    let text = http_get(&format!("http://{}", node.http), "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+}
+
+/// The acknowledged value of each id written by `batch(lo, hi, salt)`.
+fn values(lo: u64, hi: u64, salt: u64) -> impl Iterator<Item = (u64, f32)> {
+    (lo..hi).map(move |i| (i, ((i * 7 + salt) % 1000) as f32 * 0.01))
 }
 
 fn batch(lo: u64, hi: u64, salt: u64) -> arrow_array::RecordBatch {
@@ -285,6 +303,114 @@ async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node
     for n in &mut nodes {
         terminate(&mut n.child);
     }
+    terminate(&mut coord);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_wal_and_can_take_over(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
+        .collect();
+    let mut c = connect(&data_uri).await;
+    wait_live(&mut c, 2).await;
+    action(
+        &mut c,
+        "CreateNamespace",
+        json!({"name": NS, "dim": DIM, "shards": 1, "replication_factor": 2}),
+    )
+    .await
+    .expect("create");
+    put(&mut c, NS, vec![batch(0, 400, 0)]).await.expect("put");
+    let mut acked: BTreeMap<u64, f32> = values(0, 400, 0).collect();
+    let ids = node_ids(&mut c).await;
+    let primary_id = stats(&mut c).await["per_shard"][0]["primary"]
+        .as_u64()
+        .expect("primary");
+    let primary = nodes
+        .iter()
+        .position(|n| ids[&n.addr] == primary_id)
+        .expect("ours");
+    let backup = 1 - primary;
+    let backup_id = ids[&nodes[backup].addr];
+
+    // The backup dies; the primary takes writes, deletes and upserts, and a checkpoint
+    // deletes the WAL the backup would need.
+    nodes[backup].child.kill().expect("kill -9");
+    let _ = nodes[backup].child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut round = 0u64;
+    while round < 10 {
+        let (lo, hi, salt) = (200 + round * 100, 300 + round * 100, round + 1);
+        match put(&mut c, NS, vec![batch(lo, hi, salt)]).await {
+            Ok(_) => {
+                acked.extend(values(lo, hi, salt));
+                round += 1;
+            }
+            // Until the catalog takes the dead backup out of the in-sync set.
+            Err(e) => assert!(Instant::now() < deadline, "writes never resumed: {e}"),
+        }
+    }
+    let deleted = action(
+        &mut c,
+        "Delete",
+        json!({"namespace": NS, "ids": (0..30).collect::<Vec<u64>>()}),
+    )
+    .await
+    .expect("delete");
+    assert_eq!(deleted["deleted"], 30, "{deleted}");
+    for i in 0..30 {
+        acked.remove(&i);
+    }
+    let cp = action(&mut c, "Checkpoint", json!({ "namespace": NS }))
+        .await
+        .expect("checkpoint");
+    assert!(cp["shards"][0]["lsn"].as_u64().expect("lsn") > 0, "{cp}");
+    // Entries after the checkpoint: the backup needs them from the WAL after the files.
+    put(&mut c, NS, vec![batch(1200, 1300, 77)])
+        .await
+        .expect("put after the checkpoint");
+    acked.extend(values(1200, 1300, 77));
+
+    // It comes back: it gets the segment files, then the tail, and is in sync again.
+    nodes[backup] = start_node(&dir.path().join(format!("shard-{backup}")), &internal);
+    let s = wait_converged(&mut c, 2).await;
+    assert_eq!(s["count"].as_u64(), Some(acked.len() as u64), "{s}");
+    assert!(
+        metric(&nodes[backup], "longbow_replica_transfers_installed_total") >= 1,
+        "the restarted backup installed a transfer"
+    );
+    assert!(metric(&nodes[primary], "longbow_replica_transfers_sent_total") >= 1);
+    let mut seen = BTreeSet::new();
+    for n in &nodes {
+        let r = replica_stats(&n.addr, 0).await;
+        seen.insert((r["lsn"].as_u64(), r["count"].as_u64()));
+    }
+    assert_eq!(seen.len(), 1, "both replicas agree: {seen:?}");
+
+    // The primary dies: the rebuilt backup takes over with every acknowledged write.
+    nodes[primary].child.kill().expect("kill -9");
+    let _ = nodes[primary].child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = stats(&mut c).await;
+        if s["per_shard"][0]["primary"].as_u64() == Some(backup_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = stored(&mut c, 1300).await;
+    assert_eq!(
+        got, acked,
+        "the rebuilt replica holds exactly what was acknowledged"
+    );
+    put(&mut c, NS, vec![batch(1300, 1310, 5)])
+        .await
+        .expect("it takes writes as primary");
+    terminate(&mut nodes[backup].child);
     terminate(&mut coord);
 }
 

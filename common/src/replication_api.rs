@@ -9,6 +9,8 @@
 //! | DoAction `ProbeReplica` | primary → backup | [`ProbeRequest`] → [`ProbeReply`] |
 //! | DoAction `TruncateReplica` | primary → backup | [`TruncateRequest`] → [`ProbeReply`] |
 //! | DoAction `UpdateInSync` | primary → coordinator (internal port) | [`InSyncChange`] → [`ReplicaConfig`] |
+//! | DoAction `TransferFile` | primary → backup | binary: [`encode_framed`] of [`TransferFileHeader`] and file bytes → [`TransferFileReply`] |
+//! | DoAction `InstallTransfer` | primary → backup | [`InstallTransfer`] → [`ProbeReply`] |
 //!
 //! Only what travels is defined here; who may send what, and when, is the protocol of
 //! `docs/decisions/0014-replication.md`.
@@ -27,6 +29,11 @@ pub const ACTION_PROBE_REPLICA: &str = "ProbeReplica";
 pub const ACTION_TRUNCATE_REPLICA: &str = "TruncateReplica";
 /// Action (coordinator internal port) a primary sends to change its in-sync set.
 pub const ACTION_UPDATE_IN_SYNC: &str = "UpdateInSync";
+
+/// Action carrying one piece of a sealed segment file to a backup being rebuilt.
+pub const ACTION_TRANSFER_FILE: &str = "TransferFile";
+/// Action switching a backup to the segment files transferred to it.
+pub const ACTION_INSTALL_TRANSFER: &str = "InstallTransfer";
 
 /// Most replicas a shard may have.
 pub const MAX_REPLICATION_FACTOR: u32 = 5;
@@ -187,20 +194,84 @@ pub struct InSyncChange {
     pub add: Vec<u64>,
 }
 
-/// Build a `Replicate` body: a little-endian `u32` header length, the header JSON, then
-/// log entries in the WAL's own encoding (CRC-checked).
-pub fn encode_replicate(header: &ReplicateHeader, entries: &[u8]) -> Vec<u8> {
+/// `TransferFile` header: bytes of one file of a segment transfer, written at `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferFileHeader {
+    /// Namespace.
+    pub namespace: String,
+    /// Shard number.
+    pub shard: u32,
+    /// The sending primary's epoch; a backup that accepted a higher one refuses.
+    pub epoch: u64,
+    /// The sending primary's node id.
+    pub primary: u64,
+    /// Names one transfer: pieces of another one found in the backup's staging area are
+    /// discarded.
+    pub transfer: String,
+    /// Path inside the replica directory (`segments/<id>/<file>`).
+    pub file: String,
+    /// Where the bytes go in the file: the length it has so far (or less, to resend).
+    pub offset: u64,
+}
+
+/// Reply to `TransferFile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFileReply {
+    /// The file's length after the write.
+    pub len: u64,
+}
+
+/// `InstallTransfer` body: every file of the manifest has been sent; check them and make
+/// them the replica's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallTransfer {
+    /// Namespace.
+    pub namespace: String,
+    /// Shard number.
+    pub shard: u32,
+    /// The sending primary's epoch.
+    pub epoch: u64,
+    /// The sending primary's node id.
+    pub primary: u64,
+    /// The transfer the files came in.
+    pub transfer: String,
+    /// The primary's manifest at the transferred checkpoint (the shard's manifest format).
+    pub manifest: serde_json::Value,
+    /// The primary's `(epoch, first LSN)` starts up to the checkpoint.
+    pub epochs: Vec<(u64, u64)>,
+}
+
+/// Frame a binary body: a little-endian `u32` header length, the header JSON, then raw
+/// bytes (log entries in the WAL's own encoding for `Replicate`, file bytes for
+/// `TransferFile`).
+pub fn encode_framed<H: Serialize>(header: &H, bytes: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(header).unwrap_or_default();
-    let mut out = Vec::with_capacity(4 + json.len() + entries.len());
+    let mut out = Vec::with_capacity(4 + json.len() + bytes.len());
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
-    out.extend_from_slice(entries);
+    out.extend_from_slice(bytes);
     out
+}
+
+/// Build a `Replicate` body ([`encode_framed`] of the header and the entries).
+pub fn encode_replicate(header: &ReplicateHeader, entries: &[u8]) -> Vec<u8> {
+    encode_framed(header, entries)
 }
 
 /// Split a `Replicate` body into its header and entry bytes.
 pub fn decode_replicate(body: &[u8]) -> Result<(ReplicateHeader, &[u8]), ContractError> {
-    let bad = |why: String| ContractError::invalid("Replicate body", why);
+    decode_framed("Replicate body", body)
+}
+
+/// Split a framed body (see [`encode_framed`]) into its header and bytes; `what` names the
+/// body in errors.
+pub fn decode_framed<'a, H: serde::de::DeserializeOwned>(
+    what: &str,
+    body: &'a [u8],
+) -> Result<(H, &'a [u8]), ContractError> {
+    let bad = |why: String| ContractError::invalid(what, why);
     if body.len() < 4 {
         return Err(bad("is shorter than its length prefix".into()));
     }
@@ -212,7 +283,7 @@ pub fn decode_replicate(body: &[u8]) -> Result<(ReplicateHeader, &[u8]), Contrac
             rest.len()
         )));
     }
-    let header: ReplicateHeader =
+    let header: H =
         serde_json::from_slice(&rest[..len]).map_err(|e| bad(format!("header: {e}")))?;
     Ok((header, &rest[len..]))
 }
@@ -273,6 +344,7 @@ mod tests {
                 body.truncate((next() as usize) % (body.len() + 1));
             }
             let _ = decode_replicate(&body);
+            let _ = decode_framed::<TransferFileHeader>("TransferFile body", &body);
         }
     }
 }

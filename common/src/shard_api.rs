@@ -46,7 +46,7 @@ pub const ACTION_RESTORE_REPLICA: &str = "RestoreReplica";
 pub const ACTION_DELETE_SNAPSHOT: &str = "DeleteSnapshot";
 
 /// Every action with its description, as ListActions reports them.
-pub const ACTIONS: [(&str, &str); 13] = [
+pub const ACTIONS: [(&str, &str); 15] = [
     (
         crate::replication_api::ACTION_CONFIGURE_REPLICA,
         "Give a replica its place in its replica set: {namespace, shard, epoch, node, role, primary, members, in_sync, coordinators}",
@@ -62,6 +62,14 @@ pub const ACTIONS: [(&str, &str); 13] = [
     (
         crate::replication_api::ACTION_TRUNCATE_REPLICA,
         "Cut this backup's log back for the primary of an epoch: {namespace, shard, epoch, after_lsn}",
+    ),
+    (
+        crate::replication_api::ACTION_TRANSFER_FILE,
+        "A piece of a segment file for a backup being rebuilt (binary: header length, header JSON {namespace, shard, epoch, primary, transfer, file, offset}, bytes) -> {len}",
+    ),
+    (
+        crate::replication_api::ACTION_INSTALL_TRANSFER,
+        "Check the transferred files and make them this backup's state: {namespace, shard, epoch, primary, transfer, manifest, epochs} -> {lsn, last_epoch, checkpoint_lsn}",
     ),
     (
         ACTION_CREATE_REPLICA,

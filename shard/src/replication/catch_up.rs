@@ -1,5 +1,5 @@
 //! Catching up a member outside the in-sync set: a task on its primary sends it the WAL it
-//! lacks, round after round, and once it is close behind, pauses the primary's commits (by
+//! lacks (after a segment transfer when the WAL no longer holds it), round after round, and once it is close behind, pauses the primary's commits (by
 //! holding the gate), sends the rest and asks a coordinator to put it back in the in-sync
 //! set. Commits resume with it among the backups every group goes to.
 //!
@@ -54,6 +54,13 @@ impl PrimaryForward {
                     self.clone().join(link.clone()).await
                 }
                 Ok(_) => Ok(false),
+                Err(LinkError::NeedsTransfer { reason, .. }) => {
+                    tracing::info!(replica = %self.key, backup = node, %reason, "sending a backup this primary's segment files");
+                    self.transfer(&link)
+                        .await
+                        .map(|_| false)
+                        .map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             match outcome {

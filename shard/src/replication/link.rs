@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use longbow_common::channels::Channels;
 use longbow_common::replication_api::{
-    encode_replicate, Member, ProbeReply, ProbeRequest, ReplicateHeader, ReplicateReply,
-    TruncateRequest, ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRUNCATE_REPLICA,
+    encode_framed, encode_replicate, InstallTransfer, Member, ProbeReply, ProbeRequest,
+    ReplicateHeader, ReplicateReply, TransferFileHeader, TransferFileReply, TruncateRequest,
+    ACTION_INSTALL_TRANSFER, ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRANSFER_FILE,
+    ACTION_TRUNCATE_REPLICA,
 };
 use longbow_common::shard_api::ReplicaKey;
 
@@ -154,6 +156,66 @@ impl BackupLink {
                 &req,
                 self.timeout * 10,
             )
+            .await
+            .map_err(|s| self.failed(s))
+    }
+
+    /// Send `bytes` of transferred file `file` (at `offset`) in transfer `transfer`.
+    pub async fn transfer_file(
+        &self,
+        transfer: &str,
+        file: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<TransferFileReply, LinkError> {
+        let header = TransferFileHeader {
+            namespace: self.key.namespace.clone(),
+            shard: self.key.shard,
+            epoch: self.epoch,
+            primary: self.primary,
+            transfer: transfer.to_string(),
+            file: file.to_string(),
+            offset,
+        };
+        let reply = self
+            .peers
+            .action_bytes(
+                &self.member.addr,
+                ACTION_TRANSFER_FILE,
+                encode_framed(&header, bytes),
+                self.timeout * 5,
+            )
+            .await
+            .map_err(|s| self.failed(s))?;
+        serde_json::from_slice(&reply).map_err(|e| LinkError::Call {
+            node: self.member.node,
+            addr: self.member.addr.clone(),
+            status: format!("bad TransferFile reply: {e}"),
+        })
+    }
+
+    /// Ask the backup to install transfer `transfer` of the checkpoint `manifest` describes;
+    /// `bytes` is what it has to check (it sets the time allowed).
+    pub async fn install(
+        &self,
+        transfer: &str,
+        manifest: serde_json::Value,
+        epochs: Vec<(u64, u64)>,
+        bytes: u64,
+    ) -> Result<ProbeReply, LinkError> {
+        let req = InstallTransfer {
+            namespace: self.key.namespace.clone(),
+            shard: self.key.shard,
+            epoch: self.epoch,
+            primary: self.primary,
+            transfer: transfer.to_string(),
+            manifest,
+            epochs,
+        };
+        // Checking is reading every byte once: allow 20 MB/s on top of a reopen.
+        let allowed = self.timeout * 10 + Duration::from_secs(bytes / (20 << 20));
+        self.peers
+            .action(&self.member.addr, ACTION_INSTALL_TRANSFER, &req, allowed)
             .await
             .map_err(|s| self.failed(s))
     }

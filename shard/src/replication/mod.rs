@@ -10,7 +10,9 @@
 //!   have it; backups that fail are taken out of the in-sync set through a coordinator first,
 //!   and if that does not go through the group is not acknowledged and the primary is fenced.
 //! - Members outside the in-sync set are caught up from the primary's WAL ([`catch_up`]) and
-//!   put back in with the primary's commits paused.
+//!   put back in with the primary's commits paused. When the WAL no longer holds what a
+//!   member lacks, the primary sends it the files of a fresh checkpoint first ([`transfer`];
+//!   the receiving side is `crate::node::incoming`).
 //! - On a backup, [`Replication::probe`] tells a primary where its log ends (and fences
 //!   older epochs).
 //!
@@ -19,6 +21,7 @@
 
 mod catch_up;
 pub mod link;
+mod transfer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,19 +50,46 @@ pub struct Replication {
     generations: Mutex<HashMap<ReplicaKey, Arc<AtomicU64>>>,
     /// The last status read of each replica, reported while its gate is busy.
     last_status: Mutex<HashMap<ReplicaKey, ReplicaStatus>>,
+    /// Where checkpoints being sent to backups are linked.
+    transfers_dir: std::path::PathBuf,
+    counters: Arc<TransferCounters>,
+}
+
+/// Segment transfers this node sent and installed.
+#[derive(Debug, Default)]
+pub struct TransferCounters {
+    /// Transfers sent to backups (completed).
+    pub sent: AtomicU64,
+    /// Bytes of segment files sent.
+    pub sent_bytes: AtomicU64,
+    /// Transfers installed on this node's replicas.
+    pub received: AtomicU64,
 }
 
 impl Replication {
-    /// Replication whose calls to other nodes give up after `timeout`. Network work runs on
-    /// the current tokio runtime (none: replicas can only stand alone).
-    pub fn new(timeout: Duration) -> Replication {
+    /// Replication whose calls to other nodes give up after `timeout`, linking checkpoints
+    /// it sends under `transfers_dir`. Network work runs on the current tokio runtime (none:
+    /// replicas can only stand alone).
+    pub fn new(timeout: Duration, transfers_dir: std::path::PathBuf) -> Replication {
         Replication {
             runtime: tokio::runtime::Handle::try_current().ok(),
             peers: Arc::new(Channels::default()),
             timeout,
             generations: Mutex::new(HashMap::new()),
             last_status: Mutex::new(HashMap::new()),
+            transfers_dir,
+            counters: Arc::default(),
         }
+    }
+
+    /// Transfers sent and installed so far.
+    pub fn transfers(&self) -> &TransferCounters {
+        &self.counters
+    }
+
+    /// Count a transfer installed on this node.
+    pub fn count_received(&self) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
     }
 
     fn next_generation(&self, key: &ReplicaKey) -> (Arc<AtomicU64>, u64) {
@@ -149,6 +179,8 @@ impl Replication {
             runtime: self.runtime.clone(),
             peers: self.peers.clone(),
             timeout: self.timeout,
+            transfers_dir: self.transfers_dir.clone(),
+            counters: self.counters.clone(),
         })
     }
 
@@ -250,6 +282,8 @@ pub struct PrimaryForward {
     runtime: Option<tokio::runtime::Handle>,
     peers: Arc<Channels>,
     timeout: Duration,
+    transfers_dir: std::path::PathBuf,
+    counters: Arc<TransferCounters>,
 }
 
 impl PrimaryForward {

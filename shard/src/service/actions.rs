@@ -2,8 +2,9 @@
 
 use arrow_flight::Action;
 use longbow_common::replication_api::{
-    decode_replicate, ProbeRequest, ReplicaConfig, ReplicateReply, TruncateRequest,
-    ACTION_CONFIGURE_REPLICA, ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRUNCATE_REPLICA,
+    decode_framed, decode_replicate, InstallTransfer, ProbeRequest, ReplicaConfig, ReplicateReply,
+    TransferFileHeader, TruncateRequest, ACTION_CONFIGURE_REPLICA, ACTION_INSTALL_TRANSFER,
+    ACTION_PROBE_REPLICA, ACTION_REPLICATE, ACTION_TRANSFER_FILE, ACTION_TRUNCATE_REPLICA,
 };
 use longbow_common::shard_api::{
     parse_json, CheckpointReply, CreateReplicaRequest, DeleteRequest, DeleteResponse,
@@ -140,6 +141,18 @@ pub(super) async fn handle(svc: &ShardService, action: Action) -> Result<Vec<u8>
                 parse_json("TruncateReplica body", body).map_err(|e| e.to_status())?;
             let node = svc.node.clone();
             to_json(&blocking(move || node.truncate_replica(&req)).await?)
+        }
+        ACTION_TRANSFER_FILE => {
+            let (header, bytes): (TransferFileHeader, &[u8]) =
+                decode_framed("TransferFile body", body).map_err(|e| e.to_status())?;
+            let (node, bytes) = (svc.node.clone(), bytes.to_vec());
+            to_json(&blocking(move || node.receive_transfer_file(&header, &bytes)).await?)
+        }
+        ACTION_INSTALL_TRANSFER => {
+            let req: InstallTransfer =
+                parse_json("InstallTransfer body", body).map_err(|e| e.to_status())?;
+            let node = svc.node.clone();
+            to_json(&blocking(move || node.install_transfer(&req)).await?)
         }
         ACTION_DELETE_SNAPSHOT => {
             let req: DeleteSnapshotRequest =

@@ -90,3 +90,39 @@ pub fn read_checked(path: &Path, sum: &FileSum) -> Result<Vec<u8>> {
     }
     Ok(bytes)
 }
+
+/// Check `path` against `sum` without holding it in memory (it may be large); `fsync`s it
+/// when `sync` is set.
+pub fn check(path: &Path, sum: &FileSum, sync: bool) -> Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut crc) = (0u64, 0u32);
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+    if len != sum.len {
+        return Err(corrupt(
+            path,
+            format!("has {len} bytes, the manifest says {}", sum.len),
+        ));
+    }
+    if crc != sum.crc {
+        return Err(corrupt(
+            path,
+            format!(
+                "checksum {crc:08x} does not match the manifest's {:08x}",
+                sum.crc
+            ),
+        ));
+    }
+    if sync {
+        f.sync_all().map_err(io_err(path))?;
+    }
+    Ok(())
+}

@@ -48,7 +48,22 @@ pub struct SegmentEntry {
     pub deletes: Option<DeletesEntry>,
 }
 
+/// Names of the files every sealed segment has (besides its deletes file).
+pub const SEGMENT_FILES: [&str; 4] = ["vectors.f32", "graph.hnsw", "ids.arrow", "payload.arrow"];
+
 impl SegmentEntry {
+    /// Every file of this segment, by name inside its directory, with its sum.
+    pub fn files(&self) -> Vec<(String, FileSum)> {
+        let sums = [self.vectors, self.graph, self.ids, self.payload];
+        let mut out: Vec<(String, FileSum)> = SEGMENT_FILES
+            .iter()
+            .zip(sums)
+            .map(|(n, s)| (n.to_string(), s))
+            .collect();
+        out.extend(self.deletes.as_ref().map(|d| (d.file.clone(), d.sum)));
+        out
+    }
+
     /// Bytes of this segment's files.
     pub fn disk_bytes(&self) -> u64 {
         self.vectors.len
@@ -106,6 +121,19 @@ impl Manifest {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| corrupt(&path, format!("cannot be encoded: {e}")))?;
         files::replace(&path, &bytes)
+    }
+
+    /// Every listed file as a path relative to the replica directory
+    /// (`segments/<id>/<name>`), with its sum.
+    pub fn files(&self) -> Vec<(String, FileSum)> {
+        self.segments
+            .iter()
+            .flat_map(|e| {
+                e.files()
+                    .into_iter()
+                    .map(move |(name, sum)| (format!("{SEGMENTS_DIR}/{}/{name}", e.id), sum))
+            })
+            .collect()
     }
 
     /// Bytes of every listed segment file.

@@ -16,6 +16,12 @@ use crate::error::Result;
 /// Directory of every snapshot under a data directory.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 
+/// Where a primary keeps the checkpoints it is sending to backups (a dot-named directory:
+/// start-up removes it, and it is never listed as a snapshot).
+pub fn transfers_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SNAPSHOTS_DIR).join(".transfers")
+}
+
 /// Where part `shard` of snapshot `id` lives under `data_dir`.
 pub fn part_dir(data_dir: &Path, id: &str, shard: u32) -> PathBuf {
     data_dir
@@ -44,12 +50,7 @@ pub fn link_files(
         let from = segment_dir(src, entry.id);
         let to = segment_dir(tmp, entry.id);
         std::fs::create_dir(&to).map_err(io_err(&to))?;
-        let mut names: Vec<String> = ["vectors.f32", "graph.hnsw", "ids.arrow", "payload.arrow"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        names.extend(entry.deletes.as_ref().map(|d| d.file.clone()));
-        for name in names {
+        for (name, _) in entry.files() {
             let target = to.join(&name);
             std::fs::hard_link(from.join(&name), &target).map_err(io_err(&target))?;
         }

@@ -4,7 +4,11 @@
 //! replica directory is opened and its WAL replayed; a replica that cannot be opened stops
 //! start-up (serving without it would silently hide acknowledged data). The node holds an
 //! exclusive lock on its data directory (`<data_dir>/LOCK`) while it runs. Snapshot parts
-//! live under `<data_dir>/snapshots/<snapshot>/<shard>/`.
+//! live under `<data_dir>/snapshots/<snapshot>/<shard>/`; checkpoints a primary is sending to
+//! a backup under `<data_dir>/snapshots/.transfers/`, and files arriving from a primary in
+//! `replicas/<namespace>/.incoming-<shard>/` ([`incoming`]).
+
+mod incoming;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +73,8 @@ pub struct ShardNode {
     host: Host,
     replicas: RwLock<BTreeMap<ReplicaKey, Arc<Replica>>>,
     replication: Replication,
+    /// Held while a transferred file is written or a transfer installed.
+    incoming: parking_lot::Mutex<()>,
 }
 
 /// Check a namespace name (the rule lives in `longbow_common::model`).
@@ -125,7 +131,11 @@ impl ShardNode {
         tracing::info!(data_dir = %config.data_dir.display(), replicas = replicas.len(), wal_backend = backend.name(), commit_threads = config.workers.commit, background_threads = config.workers.background, "shard node opened");
         Ok(ShardNode {
             _lock: lock,
-            replication: Replication::new(config.replication_timeout),
+            replication: Replication::new(
+                config.replication_timeout,
+                crate::storage::snapshot::transfers_dir(&config.data_dir),
+            ),
+            incoming: parking_lot::Mutex::new(()),
             config,
             host,
             replicas: RwLock::new(replicas),
@@ -514,6 +524,29 @@ impl longbow_common::http::Health for ShardNode {
             "Bytes of sealed segment files",
             "gauge",
             counter(&|c| &c.segment_bytes),
+        );
+        let transfers = self.replication.transfers();
+        gauge(
+            "longbow_replica_transfers_sent_total",
+            "Segment transfers this node sent to backups that needed its checkpoint files",
+            "counter",
+            transfers.sent.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        gauge(
+            "longbow_replica_transfer_sent_bytes_total",
+            "Bytes of segment files sent in transfers",
+            "counter",
+            transfers
+                .sent_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        gauge(
+            "longbow_replica_transfers_installed_total",
+            "Segment transfers installed on this node's replicas",
+            "counter",
+            transfers
+                .received
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
         let mut per_segment = String::from(
             "# HELP longbow_shard_segment_tombstone_ratio Dead fraction (deleted plus replaced rows) of each segment\n\
