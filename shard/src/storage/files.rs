@@ -72,22 +72,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Read `path` whole and check it against `sum`.
 pub fn read_checked(path: &Path, sum: &FileSum) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    if bytes.len() as u64 != sum.len {
-        return Err(corrupt(
-            path,
-            format!("has {} bytes, the manifest says {}", bytes.len(), sum.len),
-        ));
-    }
-    let crc = crc32c::crc32c(&bytes);
-    if crc != sum.crc {
-        return Err(corrupt(
-            path,
-            format!(
-                "checksum {crc:08x} does not match the manifest's {:08x}",
-                sum.crc
-            ),
-        ));
-    }
+    matches(path, bytes.len() as u64, crc32c::crc32c(&bytes), sum)?;
     Ok(bytes)
 }
 
@@ -106,6 +91,15 @@ pub fn check(path: &Path, sum: &FileSum, sync: bool) -> Result<()> {
         len += n as u64;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
     }
+    matches(path, len, crc, sum)?;
+    if sync {
+        f.sync_all().map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+/// Refuse a file whose length or checksum is not the manifest's.
+fn matches(path: &Path, len: u64, crc: u32, sum: &FileSum) -> Result<()> {
     if len != sum.len {
         return Err(corrupt(
             path,
@@ -120,9 +114,6 @@ pub fn check(path: &Path, sum: &FileSum, sync: bool) -> Result<()> {
                 sum.crc
             ),
         ));
-    }
-    if sync {
-        f.sync_all().map_err(io_err(path))?;
     }
     Ok(())
 }
