@@ -24,7 +24,7 @@ use longbow_common::replication_api::{
 use longbow_common::shard_api::ReplicaKey;
 use longbow_common::ContractError;
 
-use super::ShardNode;
+use super::{refuse_older_epoch, ShardNode};
 use crate::error::{Result, ShardError};
 use crate::replica::epoch::Epochs;
 use crate::replica::{Replica, META_FILE, WAL_DIR};
@@ -41,19 +41,6 @@ impl ShardNode {
             .with_file_name(format!(".incoming-{}", key.shard))
     }
 
-    /// Refuse a transfer from a primary older than what `replica` accepted.
-    fn check_transfer_epoch(replica: &Replica, epoch: u64) -> Result<()> {
-        let current = replica.gate().lock().epochs.current;
-        if epoch < current {
-            return Err(ShardError::StaleEpoch {
-                key: replica.key().clone(),
-                got: epoch,
-                current,
-            });
-        }
-        Ok(())
-    }
-
     /// Write one piece of a transferred file into the staging directory. Blocks.
     pub fn receive_transfer_file(
         &self,
@@ -65,7 +52,7 @@ impl ShardNode {
             shard: header.shard,
         };
         let replica = self.replica(&key)?;
-        Self::check_transfer_epoch(&replica, header.epoch)?;
+        refuse_older_epoch(&replica, header.epoch)?;
         let rel = checked_file_path(&header.file)?;
         validate_transfer_name(&header.transfer)?;
         let _one_at_a_time = self.incoming.lock();
@@ -111,7 +98,7 @@ impl ShardNode {
             shard: req.shard,
         };
         let replica = self.replica(&key)?;
-        Self::check_transfer_epoch(&replica, req.epoch)?;
+        refuse_older_epoch(&replica, req.epoch)?;
         validate_transfer_name(&req.transfer)?;
         let manifest: Manifest = serde_json::from_value(req.manifest.clone()).map_err(|e| {
             ContractError::invalid("InstallTransfer.manifest", format!("not a manifest: {e}"))
@@ -151,11 +138,8 @@ impl ShardNode {
         std::fs::remove_file(staging.join(TRANSFER_TAG)).map_err(io_err(&staging))?;
         files::sync_dir(&staging)?;
 
-        self.replicas.write().remove(&key);
-        self.replication.forget(&key);
-        replica.shutdown();
-        let dir = replica.dir().to_path_buf();
         drop(replica);
+        let dir = self.close(&key)?;
         exchange(&staging, &dir)?;
         let opened = match Replica::open(&dir, &self.host) {
             Ok(r) => r,
@@ -255,14 +239,13 @@ fn checked_file_path(file: &str) -> Result<&str> {
 /// Swap two directories atomically (Linux `renameat2` with `RENAME_EXCHANGE`) and make the
 /// swap durable.
 fn exchange(a: &Path, b: &Path) -> Result<()> {
-    let ca = CString::new(a.as_os_str().as_bytes()).map_err(|e| ShardError::Io {
-        path: a.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    let cb = CString::new(b.as_os_str().as_bytes()).map_err(|e| ShardError::Io {
-        path: b.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes()).map_err(|e| ShardError::Io {
+            path: p.to_path_buf(),
+            source: std::io::Error::other(e),
+        })
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
     // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
         libc::renameat2(

@@ -199,8 +199,9 @@ impl ShardNode {
         self.replicas.read().values().cloned().collect()
     }
 
-    /// Drop a replica: stop it and delete its files. Blocks while its threads stop.
-    pub fn drop_replica(&self, key: &ReplicaKey) -> Result<()> {
+    /// Take replica `key` out of service and stop it (its background work included);
+    /// returns its directory, whose files are closed. Blocks while its threads stop.
+    fn close(&self, key: &ReplicaKey) -> Result<PathBuf> {
         let replica = self
             .replicas
             .write()
@@ -208,7 +209,12 @@ impl ShardNode {
             .ok_or_else(|| ShardError::ReplicaNotFound(key.clone()))?;
         self.replication.forget(key);
         replica.shutdown();
-        let dir = replica.dir().to_path_buf();
+        Ok(replica.dir().to_path_buf())
+    }
+
+    /// Drop a replica: stop it and delete its files. Blocks while its threads stop.
+    pub fn drop_replica(&self, key: &ReplicaKey) -> Result<()> {
+        let dir = self.close(key)?;
         let parent = dir.parent().unwrap_or(Path::new("."));
         let doomed = parent.join(format!(".dropping-{}", key.shard));
         std::fs::rename(&dir, &doomed).map_err(|source| ShardError::Io {
@@ -254,16 +260,7 @@ impl ShardNode {
             shard: req.shard,
         };
         let replica = self.replica(&key)?;
-        {
-            let gate = replica.gate().lock();
-            if req.epoch < gate.epochs.current {
-                return Err(ShardError::StaleEpoch {
-                    key,
-                    got: req.epoch,
-                    current: gate.epochs.current,
-                });
-            }
-        }
+        refuse_older_epoch(&replica, req.epoch)?;
         let needs_transfer = |checkpoint: u64| {
             ShardError::NeedsTransfer {
             key: key.clone(),
@@ -279,11 +276,8 @@ impl ShardNode {
         if req.after_lsn >= replica.wal_files().durable_lsn() {
             return self.replication.probe(&replica, req.epoch);
         }
-        self.replicas.write().remove(&key);
-        self.replication.forget(&key);
-        replica.shutdown();
-        let dir = replica.dir().to_path_buf();
         drop(replica);
+        let dir = self.close(&key)?;
         let checkpoint = crate::storage::Manifest::load(&dir)?
             .map(|m| m.checkpoint_lsn)
             .unwrap_or(0);
@@ -396,6 +390,19 @@ impl ShardNode {
             r.shutdown();
         }
     }
+}
+
+/// Refuse a call from a primary of an older epoch than `replica` accepted.
+fn refuse_older_epoch(replica: &Replica, epoch: u64) -> Result<()> {
+    let current = replica.gate().lock().epochs.current;
+    if epoch < current {
+        return Err(ShardError::StaleEpoch {
+            key: replica.key().clone(),
+            got: epoch,
+            current,
+        });
+    }
+    Ok(())
 }
 
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>> {

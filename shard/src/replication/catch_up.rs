@@ -1,7 +1,7 @@
 //! Catching up a member outside the in-sync set: a task on its primary sends it the WAL it
-//! lacks (after a segment transfer when the WAL no longer holds it), round after round, and once it is close behind, pauses the primary's commits (by
-//! holding the gate), sends the rest and asks a coordinator to put it back in the in-sync
-//! set. Commits resume with it among the backups every group goes to.
+//! lacks (after a segment transfer when the WAL no longer holds it), round after round, and
+//! once it is close behind, pauses the primary's commits (by holding the gate), sends the
+//! rest and asks a coordinator to put it back in the in-sync set. Commits resume with it among the backups every group goes to.
 //!
 //! If that last request fails in a way that leaves its outcome unknown, the primary fences
 //! itself: the catalog may now count the member as in sync while the primary does not send

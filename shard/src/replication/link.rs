@@ -89,6 +89,15 @@ impl BackupLink {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// A failed call or step on this link, saying why.
+    pub fn error(&self, status: impl Into<String>) -> LinkError {
+        LinkError::Call {
+            node: self.member.node,
+            addr: self.member.addr.clone(),
+            status: status.into(),
+        }
+    }
+
     fn failed(&self, s: tonic::Status) -> LinkError {
         if longbow_common::error::error_code_of(&s) == Some("needs_transfer") {
             return LinkError::NeedsTransfer {
@@ -96,11 +105,7 @@ impl BackupLink {
                 reason: s.message().to_string(),
             };
         }
-        LinkError::Call {
-            node: self.member.node,
-            addr: self.member.addr.clone(),
-            status: format!("{}: {}", s.code(), s.message()),
-        }
+        self.error(format!("{}: {}", s.code(), s.message()))
     }
 
     /// Send entries (WAL encoding) labelled by `starts`.
@@ -122,11 +127,7 @@ impl BackupLink {
             .action_bytes(&self.member.addr, ACTION_REPLICATE, body, self.timeout)
             .await
             .map_err(|s| self.failed(s))?;
-        serde_json::from_slice(&reply).map_err(|e| LinkError::Call {
-            node: self.member.node,
-            addr: self.member.addr.clone(),
-            status: format!("bad Replicate reply: {e}"),
-        })
+        serde_json::from_slice(&reply).map_err(|e| self.error(format!("bad Replicate reply: {e}")))
     }
 
     async fn probe(&self) -> Result<ProbeReply, LinkError> {
@@ -187,11 +188,8 @@ impl BackupLink {
             )
             .await
             .map_err(|s| self.failed(s))?;
-        serde_json::from_slice(&reply).map_err(|e| LinkError::Call {
-            node: self.member.node,
-            addr: self.member.addr.clone(),
-            status: format!("bad TransferFile reply: {e}"),
-        })
+        serde_json::from_slice(&reply)
+            .map_err(|e| self.error(format!("bad TransferFile reply: {e}")))
     }
 
     /// Ask the backup to install transfer `transfer` of the checkpoint `manifest` describes;
@@ -249,13 +247,7 @@ impl BackupLink {
                         ),
                     })
                 }
-                Err(e) => {
-                    return Err(LinkError::Call {
-                        node: self.member.node,
-                        addr: self.member.addr.clone(),
-                        status: format!("reading this primary's WAL: {e}"),
-                    })
-                }
+                Err(e) => return Err(self.error(format!("reading this primary's WAL: {e}"))),
             };
             let last = crate::wal::entry::scan(&bytes, 0)
                 .0
@@ -266,15 +258,11 @@ impl BackupLink {
                 .replicate(&bytes, epochs.covering(have + 1, last))
                 .await?;
             if !reply.appended || reply.lsn <= have {
-                return Err(LinkError::Call {
-                    node: self.member.node,
-                    addr: self.member.addr.clone(),
-                    status: format!(
-                        "refused catch-up entries from {} (its log ends at {})",
-                        have + 1,
-                        reply.lsn
-                    ),
-                });
+                return Err(self.error(format!(
+                    "refused catch-up entries from {} (its log ends at {})",
+                    have + 1,
+                    reply.lsn
+                )));
             }
             have = reply.lsn;
         }

@@ -22,10 +22,8 @@ impl PrimaryForward {
     /// Send `link`'s backup the files of a fresh checkpoint and have it install them.
     pub(super) async fn transfer(&self, link: &BackupLink) -> Result<(), LinkError> {
         let node = link.member.node;
-        let local = |what: &str, e: &dyn std::fmt::Display| LinkError::Call {
-            node,
-            addr: link.member.addr.clone(),
-            status: format!("{what} on this primary: {e}"),
+        let local = |what: &str, e: &dyn std::fmt::Display| {
+            link.error(format!("{what} on this primary: {e}"))
         };
         let replica = self
             .replica
@@ -77,11 +75,8 @@ impl PrimaryForward {
         dir: &Path,
         manifest: crate::storage::Manifest,
     ) -> Result<(u64, u64), LinkError> {
-        let node = link.member.node;
-        let local = |e: std::io::Error, path: &Path| LinkError::Call {
-            node,
-            addr: link.member.addr.clone(),
-            status: format!("reading {} on this primary: {e}", path.display()),
+        let local = |e: std::io::Error, path: &Path| {
+            link.error(format!("reading {} on this primary: {e}", path.display()))
         };
         let mut sent = 0u64;
         for (rel, sum) in manifest.files() {
@@ -105,23 +100,16 @@ impl PrimaryForward {
             }
             sent += offset;
         }
-        let json = serde_json::to_value(&manifest).map_err(|e| LinkError::Call {
-            node,
-            addr: link.member.addr.clone(),
-            status: format!("encoding the manifest: {e}"),
-        })?;
+        let json = serde_json::to_value(&manifest)
+            .map_err(|e| link.error(format!("encoding the manifest: {e}")))?;
         let mut epochs = self.epochs.clone();
         epochs.truncate(manifest.checkpoint_lsn);
         let reply = link.install(name, json, epochs.starts, sent).await?;
         if reply.lsn != manifest.checkpoint_lsn {
-            return Err(LinkError::Call {
-                node,
-                addr: link.member.addr.clone(),
-                status: format!(
-                    "installed checkpoint {} but reports LSN {}",
-                    manifest.checkpoint_lsn, reply.lsn
-                ),
-            });
+            return Err(link.error(format!(
+                "installed checkpoint {} but reports LSN {}",
+                manifest.checkpoint_lsn, reply.lsn
+            )));
         }
         Ok((manifest.checkpoint_lsn, sent))
     }
