@@ -104,6 +104,11 @@ pub(crate) struct LimitArgs {
     #[arg(long, env = "LONGBOW_NODE_FAILURE_TIMEOUT_MS", default_value_t = 1500,
           value_parser = clap::value_parser!(u64).range(300..=600_000))]
     pub(crate) node_failure_timeout_ms: u64,
+    /// Seconds a shard node may stay dead before each replica it held is rebuilt on another
+    /// live node (from the shard's primary); must exceed the node failure timeout.
+    #[arg(long, visible_alias = "replica-timeout", env = "LONGBOW_REPLICA_TIMEOUT_SECS",
+          default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
+    pub(crate) replica_timeout_secs: u64,
 }
 
 #[derive(clap::Args, Debug)]

@@ -70,7 +70,14 @@ fn coordinator_config(
     default_shards: u32,
     node_id: u64,
     limits: &LimitArgs,
-) -> CoordinatorConfig {
+) -> anyhow::Result<CoordinatorConfig> {
+    anyhow::ensure!(
+        limits.replica_timeout_secs * 1000 > limits.node_failure_timeout_ms,
+        "--replica-timeout-secs ({} s) must exceed --node-failure-timeout-ms ({} ms): a replica \
+         is rebuilt elsewhere only after its node counts as dead",
+        limits.replica_timeout_secs,
+        limits.node_failure_timeout_ms
+    );
     let mut c = CoordinatorConfig::new(data_dir, String::new());
     c.node_id = node_id;
     c.default_shards = default_shards;
@@ -79,7 +86,8 @@ fn coordinator_config(
     c.request_timeout = Duration::from_secs(limits.request_timeout_secs.max(1));
     c.raft_snapshot_logs = limits.raft_snapshot_logs;
     c.heartbeat_timeout = Duration::from_millis(limits.node_failure_timeout_ms);
-    c
+    c.replica_timeout = Duration::from_secs(limits.replica_timeout_secs);
+    Ok(c)
 }
 
 fn replica_settings(s: &StorageArgs) -> ReplicaSettings {
@@ -192,7 +200,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         args.default_shards,
         args.node_id,
         &args.limits,
-    );
+    )?;
     let running = server::start(config, listeners, rx).await?;
     let e = running.endpoints;
     println!(
@@ -244,7 +252,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
         args.shards,
         1,
         &args.limits,
-    );
+    )?;
     let running = server::start(config, listeners, rx.clone()).await?;
     let internal = running.endpoints.internal.to_string();
     let mut shards = Vec::new();

@@ -59,3 +59,25 @@ fn a_simd_choice_the_cpu_cannot_run_stops_start_up_naming_the_setting() {
         "nothing was served"
     );
 }
+
+#[test]
+fn a_replica_timeout_shorter_than_the_node_failure_timeout_stops_start_up_naming_both() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = longbow_cmd(COORDINATOR_ARGS, tmp.path())
+        .args([
+            "--replica-timeout",
+            "1",
+            "--node-failure-timeout-ms",
+            "2000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run longbow");
+    assert!(!out.status.success(), "it must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--replica-timeout-secs") && stderr.contains("--node-failure-timeout-ms"),
+        "{stderr}"
+    );
+}

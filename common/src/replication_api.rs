@@ -107,6 +107,9 @@ pub struct ReplicaStatus {
     /// Why it refuses writes until reconfigured (a primary whose backup failed and whose
     /// in-sync change did not go through).
     pub fenced: Option<String>,
+    /// Which namespace of this name it belongs to ([`crate::shard_api::ReplicaInfo::incarnation`]).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Header of a `Replicate` body.

@@ -153,6 +153,9 @@ pub struct RestoreReplicaRequest {
     pub shard: u32,
     /// Namespace the new replica belongs to.
     pub namespace: String,
+    /// That namespace's incarnation ([`ReplicaInfo::incarnation`]).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Delete snapshot `snapshot` from this node.
@@ -200,6 +203,11 @@ pub struct CreateReplicaRequest {
     /// Columns may be added later by writes (additive evolution).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_schema: Option<String>,
+    /// Which namespace of this name the replica belongs to (see
+    /// [`ReplicaInfo::incarnation`]): a replica of an older incarnation found under the same
+    /// key is dropped and replaced; one of a newer incarnation is kept and the request refused.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// What a replica is (returned by create and list).
@@ -217,6 +225,11 @@ pub struct ReplicaInfo {
     pub id_type: IdType,
     /// HNSW parameters.
     pub index: IndexParams,
+    /// Which namespace of this name it belongs to: a number the coordinator chose when the
+    /// namespace was created, so a replica left behind by a deleted namespace is never taken
+    /// for one of a new namespace of the same name (0: created before incarnations).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Statistics of one replica.

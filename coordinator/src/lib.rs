@@ -16,6 +16,7 @@ pub mod namespaces;
 pub mod node;
 pub mod raft;
 pub mod reads;
+pub mod rebuild;
 pub mod replica_sets;
 pub mod routing;
 pub mod search;

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub failovers: Counter,
     /// Time from deciding a failover to every live member being configured.
     pub failover_seconds: Histogram,
+    /// Replicas rebuilt on another node after theirs stayed dead past the replica timeout.
+    pub replicas_rebuilt: Counter,
+    /// Replicas dropped from nodes because no shard counts them as a member.
+    pub strays_dropped: Counter,
     /// Caught Arrow IPC decoder panics (synced from `longbow_common::flight` when encoding).
     flight_decoder_panics: Counter,
 }
@@ -66,6 +70,18 @@ impl Default for Metrics {
         let failovers = Counter::default();
         let failover_seconds = latency_histogram();
         let flight_decoder_panics = Counter::default();
+        let replicas_rebuilt = Counter::default();
+        let strays_dropped = Counter::default();
+        registry.register(
+            "longbow_replicas_rebuilt",
+            "Replicas rebuilt on another node after theirs stayed dead past --replica-timeout-secs",
+            replicas_rebuilt.clone(),
+        );
+        registry.register(
+            "longbow_stray_replicas_dropped",
+            "Replicas dropped from nodes because no shard counts them as a member",
+            strays_dropped.clone(),
+        );
         registry.register(
             "longbow_rpc_requests",
             "Client RPCs by method and status",
@@ -133,6 +149,8 @@ impl Default for Metrics {
             shard_nodes_live,
             failovers,
             failover_seconds,
+            replicas_rebuilt,
+            strays_dropped,
             flight_decoder_panics,
         }
     }

@@ -127,7 +127,36 @@ pub fn validate_name(name: &str) -> Result<(), ContractError> {
     longbow_common::model::validate_namespace("name", name)
 }
 
+/// A new namespace incarnation: the time in nanoseconds, so a later namespace of a name has
+/// a higher one than an earlier (the shard nodes keep the newer replica when they meet both).
+pub fn new_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
 impl Coordinator {
+    /// `(node, replicas it hosts)` for each of `nodes`, counted from the catalog (namespaces
+    /// being created included): what placement balances.
+    pub fn replicas_hosted(&self, nodes: &[NodeId]) -> Vec<(NodeId, u64)> {
+        let cat = self.group.catalog.read();
+        let sets: Vec<&crate::catalog::ReplicaSet> = cat
+            .namespaces
+            .values()
+            .chain(cat.creating.values().map(|p| &p.meta))
+            .flat_map(|ns| &ns.placement)
+            .collect();
+        nodes
+            .iter()
+            .map(|&id| {
+                let hosted = sets.iter().filter(|r| r.members().contains(&id)).count();
+                (id, hosted as u64)
+            })
+            .collect()
+    }
+
     /// Create a namespace: choose placement, commit it through Raft, create the replicas.
     pub async fn create_namespace(
         &self,
@@ -176,20 +205,7 @@ impl Coordinator {
             }
             _ => None,
         };
-        let load: Vec<(u64, u64)> = {
-            let cat = self.group.catalog.read();
-            live.iter()
-                .map(|&id| {
-                    let hosted = cat
-                        .namespaces
-                        .values()
-                        .flat_map(|ns| &ns.placement)
-                        .filter(|r| r.members().contains(&id))
-                        .count();
-                    (id, hosted as u64)
-                })
-                .collect()
-        };
+        let load = self.replicas_hosted(&live);
         let placement = place(shards, rf, &load).ok_or_else(|| {
             CoordinatorError::Unavailable("no live shard node to place replicas on".into())
         })?;
@@ -203,6 +219,7 @@ impl Coordinator {
             replication_factor: rf,
             payload_schema,
             placement,
+            incarnation: new_incarnation(),
         };
         if meta.is_declared() {
             self.publish_declared(&meta).await?;
@@ -339,7 +356,12 @@ impl Coordinator {
         Ok(())
     }
 
-    async fn create_replica(&self, meta: &NamespaceMeta, shard: u32, node: NodeId) -> Result<()> {
+    pub(crate) async fn create_replica(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        node: NodeId,
+    ) -> Result<()> {
         let addr = self.member_addr(meta, shard, node)?;
         let req = CreateReplicaRequest {
             namespace: meta.name.clone(),
@@ -349,6 +371,7 @@ impl Coordinator {
             id_type: meta.id_type,
             index: meta.index,
             payload_schema: meta.payload_schema.clone(),
+            incarnation: meta.incarnation,
         };
         match self
             .bounded(

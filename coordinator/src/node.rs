@@ -43,6 +43,10 @@ pub struct CoordinatorConfig {
     /// A shard node without a heartbeat for this long counts as dead: it gets no new
     /// replicas, searches skip it, and its primaries fail over.
     pub heartbeat_timeout: Duration,
+    /// A member whose node has been dead this long is rebuilt on another live node (from its
+    /// primary: segment files, then the WAL tail), and the dead node's copy is dropped if it
+    /// comes back.
+    pub replica_timeout: Duration,
     /// Raft log entries between two snapshots of the catalog (each snapshot lets the log it
     /// covers be purged).
     pub raft_snapshot_logs: u64,
@@ -62,6 +66,7 @@ impl CoordinatorConfig {
             inflight_budget: 256,
             request_timeout: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_millis(1500),
+            replica_timeout: Duration::from_secs(300),
             raft_snapshot_logs: 1000,
         }
     }
@@ -120,6 +125,12 @@ pub struct Coordinator {
     pub(crate) schema_lock: tokio::sync::Mutex<()>,
     /// When this process started (Unix ms): snapshots it began before are cut off.
     pub started_ms: u64,
+    /// When this process started: a node not heard from since has been dead at least this
+    /// long.
+    started: Instant,
+    /// Replicas nodes reported that are not members of any shard, with when each was first
+    /// seen so: dropped once that has lasted [`crate::replica_sets::STRAY_GRACE`].
+    pub(crate) strays: Mutex<HashMap<MemberKey, Instant>>,
     /// Held for the life of the coordinator: no second process opens its catalog.
     _lock: longbow_common::dirlock::DirLock,
 }
@@ -143,6 +154,8 @@ impl Coordinator {
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
         Ok(Arc::new(Coordinator {
             started_ms: crate::snapshots::now_ms(),
+            started: Instant::now(),
+            strays: Mutex::new(HashMap::new()),
             _lock: lock,
             config,
             group,
@@ -179,6 +192,32 @@ impl Coordinator {
             .lock()
             .get(&node)
             .is_some_and(|s| s.at.elapsed() < self.config.heartbeat_timeout)
+    }
+
+    /// How long `node` has been dead: `None` while it is live; since its last heartbeat, or
+    /// since this coordinator started when it has not been heard from since.
+    pub fn dead_for(&self, node: NodeId) -> Option<Duration> {
+        let since = match self.heartbeats.lock().get(&node) {
+            Some(s) if s.at.elapsed() < self.config.heartbeat_timeout => return None,
+            Some(s) => s.at.elapsed(),
+            None => self.started.elapsed(),
+        };
+        Some(since)
+    }
+
+    /// Every replica each live node last reported: `((namespace, shard, node), status)`.
+    pub fn reported_replicas(&self) -> Vec<(MemberKey, ReplicaStatus)> {
+        let timeout = self.config.heartbeat_timeout;
+        self.heartbeats
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.at.elapsed() < timeout)
+            .flat_map(|(node, s)| {
+                s.replicas
+                    .iter()
+                    .map(move |((ns, shard), st)| ((ns.clone(), *shard, *node), st.clone()))
+            })
+            .collect()
     }
 
     /// Ids of shard nodes with a recent heartbeat.

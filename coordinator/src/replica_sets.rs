@@ -2,6 +2,9 @@
 //! the in-sync changes primaries ask for, and the failover that promotes an in-sync backup
 //! when a primary's node dies ([`Coordinator::reconcile`], run by the catalog leader).
 //!
+//! Replacing members whose nodes stay dead, and dropping copies no shard counts on, is in
+//! [`crate::rebuild`].
+//!
 //! Every change goes through Raft as a conditional command ([`CatalogCommand::Promote`],
 //! [`CatalogCommand::SetInSync`]) before any replica hears of it, so two coordinators, or a
 //! coordinator and a primary, acting on different views cannot both win. Pushing a
@@ -175,6 +178,7 @@ impl Coordinator {
                 }
             }
         }
+        self.sweep_strays().await;
     }
 
     async fn reconcile_shard(
@@ -238,6 +242,9 @@ impl Coordinator {
             self.push_shard(&meta, shard).await;
             return Ok(());
         }
+        if self.rebuild_lost_backup(meta, shard, set, live).await? {
+            return Ok(());
+        }
         for node in set.members().into_iter().filter(|n| live.contains(n)) {
             let Some(cfg) = self.replica_config(meta, shard, node) else {
                 continue;
@@ -267,7 +274,7 @@ impl Coordinator {
     }
 }
 
-fn expect_ok(r: CatalogResponse) -> Result<()> {
+pub(crate) fn expect_ok(r: CatalogResponse) -> Result<()> {
     match r {
         CatalogResponse::Ok => Ok(()),
         CatalogResponse::Conflict(why) => Err(CoordinatorError::Conflict(why)),

@@ -17,7 +17,8 @@ use longbow_common::shard_api::{
 use longbow_common::ContractError;
 
 use crate::catalog::{
-    CatalogCommand, CatalogResponse, NamespaceMeta, NodeId, ReplicaSet, SnapshotMeta, SnapshotShard,
+    least_loaded_outside, CatalogCommand, CatalogResponse, NamespaceMeta, NodeId, ReplicaSet,
+    SnapshotMeta, SnapshotShard,
 };
 use crate::error::{CoordinatorError, Result};
 use crate::node::{Coordinator, ShardTarget};
@@ -268,14 +269,6 @@ impl Coordinator {
         let target = req.target.clone().unwrap_or_else(|| req.namespace.clone());
         crate::namespaces::validate_name(&target)
             .map_err(|e| ContractError::invalid("target", e.to_string()))?;
-        if snap.namespace.replication_factor > 1 {
-            return Err(CoordinatorError::Unimplemented(format!(
-                "snapshot {}: restoring a namespace with replication_factor {} needs its backups \
-                 built from the restored primary by a segment transfer, which this server \
-                 cannot do yet; restore snapshots of replication_factor 1 namespaces",
-                snap.id, snap.namespace.replication_factor
-            )));
-        }
         let live = self.live_nodes();
         if let Some(p) = snap.parts.iter().find(|p| !live.contains(&p.node)) {
             return Err(CoordinatorError::Unavailable(format!(
@@ -289,15 +282,10 @@ impl Coordinator {
             }
             self.delete_namespace(&target).await?;
         }
-        let mut placement: Vec<ReplicaSet> = snap.namespace.placement.clone();
-        for p in &snap.parts {
-            if let Some(set) = placement.get_mut(p.shard as usize) {
-                *set = ReplicaSet::new(p.node, Vec::new());
-            }
-        }
         let meta = NamespaceMeta {
             name: target.clone(),
-            placement,
+            placement: self.restored_placement(&snap, &live)?,
+            incarnation: crate::namespaces::new_incarnation(),
             ..snap.namespace.clone()
         };
         if meta.is_declared() {
@@ -312,23 +300,76 @@ impl Coordinator {
                     snapshot: snap.id.clone(),
                     shard: p.shard,
                     namespace: meta.name.clone(),
+                    incarnation: meta.incarnation,
                 };
                 self.shards
                     .action::<serde_json::Value>(&to, ACTION_RESTORE_REPLICA, &req)
                     .await
             }
         });
+        // Backups start empty and out of sync: each restored primary sends them its files.
+        let backups: Vec<(u32, NodeId)> = meta
+            .placement
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, set)| set.backups.iter().map(move |n| (shard as u32, *n)))
+            .collect();
+        let backups = backups
+            .into_iter()
+            .map(|(shard, node)| self.create_replica(&meta, shard, node));
         let restore = async {
             futures::future::try_join_all(calls).await?;
-            let configs = snap
-                .parts
-                .iter()
-                .map(|p| self.push_config(&meta, p.shard, p.node));
+            futures::future::try_join_all(backups).await?;
+            let configs = meta.placement.iter().enumerate().flat_map(|(shard, set)| {
+                let meta = &meta;
+                let mut order = set.backups.clone();
+                order.push(set.primary);
+                order
+                    .into_iter()
+                    .map(move |node| self.push_config(meta, shard as u32, node))
+            });
             futures::future::try_join_all(configs).await?;
             Ok(())
         };
         self.create_placed(&meta, restore).await?;
         Ok(meta)
+    }
+
+    /// Where a restored namespace's replicas go: each shard's primary on the node holding its
+    /// part, its backups (as many as the namespace had) on the least-loaded other live nodes.
+    fn restored_placement(&self, snap: &SnapshotMeta, live: &[NodeId]) -> Result<Vec<ReplicaSet>> {
+        let rf = snap.namespace.replication_factor.max(1) as usize;
+        if rf > live.len() {
+            return Err(CoordinatorError::Unavailable(format!(
+                "snapshot {}: its namespace had {rf} replicas of each shard, and {} shard nodes \
+                 are live",
+                snap.id,
+                live.len()
+            )));
+        }
+        let mut load = self.replicas_hosted(live);
+        let mut placement: Vec<ReplicaSet> = snap.namespace.placement.clone();
+        for p in &snap.parts {
+            let mut members = vec![p.node];
+            while members.len() < rf {
+                let next = least_loaded_outside(&load, &members).ok_or_else(|| {
+                    CoordinatorError::Unavailable(format!(
+                        "snapshot {}: no live node left for a backup of shard {}",
+                        snap.id, p.shard
+                    ))
+                })?;
+                members.push(next);
+            }
+            for (id, hosted) in load.iter_mut() {
+                if members.contains(id) {
+                    *hosted += 1;
+                }
+            }
+            if let Some(set) = placement.get_mut(p.shard as usize) {
+                *set = ReplicaSet::rebuilding(p.node, members[1..].to_vec());
+            }
+        }
+        Ok(placement)
     }
 
     /// Seal and checkpoint every shard of a namespace now.

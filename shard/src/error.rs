@@ -97,6 +97,17 @@ pub enum ShardError {
         /// What is wrong.
         reason: String,
     },
+    /// The request is for an older namespace of this name than the replica it found (a
+    /// coordinator acting on a catalog that has moved on).
+    #[error("replica {key} belongs to incarnation {have} of its namespace, the request to incarnation {got}")]
+    NewerIncarnation {
+        /// The replica.
+        key: ReplicaKey,
+        /// Its incarnation.
+        have: u64,
+        /// The request's.
+        got: u64,
+    },
     /// The data directory is locked by another process (or cannot be locked).
     #[error(transparent)]
     Locked(#[from] longbow_common::dirlock::DirLockError),
@@ -113,6 +124,7 @@ impl ErrorExt for ShardError {
             ShardError::NotPrimary { .. } => "not_primary",
             ShardError::LogGap { .. } => "log_gap",
             ShardError::NeedsTransfer { .. } => "needs_transfer",
+            ShardError::NewerIncarnation { .. } => "newer_incarnation",
             _ => self.status_code().default_error_code(),
         }
     }
@@ -130,7 +142,8 @@ impl ErrorExt for ShardError {
             | ShardError::StaleEpoch { .. }
             | ShardError::NotPrimary { .. }
             | ShardError::LogGap { .. }
-            | ShardError::NeedsTransfer { .. } => StatusCode::Unavailable,
+            | ShardError::NeedsTransfer { .. }
+            | ShardError::NewerIncarnation { .. } => StatusCode::Unavailable,
             ShardError::DiskFull { .. } => StatusCode::ResourceExhausted,
             ShardError::Wal(_)
             | ShardError::Io { .. }

@@ -77,6 +77,7 @@ fn info() -> ReplicaInfo {
         metric: Metric::L2,
         id_type: IdType::Uint64,
         index: IndexParams::default(),
+        incarnation: 1,
     }
 }
 

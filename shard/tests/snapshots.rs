@@ -61,10 +61,21 @@ fn contents(node: &ShardNode, ns: &str) -> Vec<String> {
 }
 
 fn restore(node: &ShardNode, snapshot: &str, ns: &str) -> Result<(), ShardError> {
+    restore_as(node, snapshot, ns, 1)
+}
+
+/// Restore into incarnation `incarnation` of namespace `ns`.
+fn restore_as(
+    node: &ShardNode,
+    snapshot: &str,
+    ns: &str,
+    incarnation: u64,
+) -> Result<(), ShardError> {
     node.restore_replica(&RestoreReplicaRequest {
         snapshot: snapshot.into(),
         shard: 0,
         namespace: ns.into(),
+        incarnation,
     })
     .map(|_| ())
 }
@@ -154,4 +165,57 @@ fn snapshot_ids_are_plain_names_and_parts_are_never_overwritten() {
         restore(&node, "once", "ns"),
         Err(ShardError::ReplicaExists(_))
     ));
+}
+
+#[test]
+fn a_replica_left_by_a_deleted_namespace_gives_way_to_a_newer_namespace_of_its_name_only() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let node = open(tmp.path());
+    let at = |incarnation: u64| longbow_common::shard_api::CreateReplicaRequest {
+        incarnation,
+        ..create_req("ns", 4, Metric::L2)
+    };
+    let r = node.create_replica(at(5)).expect("create");
+    let data = [1.0f32, 2.0, 3.0, 4.0];
+    runtime()
+        .block_on(r.upsert(&batch(&[7], &data, 4)))
+        .expect("write");
+    drop(r);
+    node.create_snapshot(&SnapshotRequest {
+        namespace: "ns".into(),
+        shard: 0,
+        snapshot: "old".into(),
+    })
+    .expect("snapshot");
+    assert!(matches!(
+        node.create_replica(at(5)),
+        Err(ShardError::ReplicaExists(_))
+    ));
+    for older in [4, 1] {
+        assert!(matches!(
+            node.create_replica(at(older)),
+            Err(ShardError::NewerIncarnation { have: 5, .. })
+        ));
+        assert!(matches!(
+            restore_as(&node, "old", "ns", older),
+            Err(ShardError::NewerIncarnation { .. })
+        ));
+    }
+    assert_eq!(contents(&node, "ns").len(), 1, "the replica stayed");
+    // A newer namespace of the same name replaces it, empty or restored.
+    node.create_replica(at(6)).expect("a newer namespace");
+    assert!(contents(&node, "ns").is_empty());
+    assert_eq!(node.replica(&key("ns")).expect("ns").info().incarnation, 6);
+    restore_as(&node, "old", "ns", 9).expect("restored into a newer namespace");
+    assert_eq!(contents(&node, "ns").len(), 1);
+    assert_eq!(node.replica(&key("ns")).expect("ns").info().incarnation, 9);
+    drop(node);
+    let node = open(tmp.path());
+    assert_eq!(
+        node.replica(&key("ns"))
+            .expect("reopened")
+            .info()
+            .incarnation,
+        9
+    );
 }

@@ -16,6 +16,8 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 
+pub mod replicas;
+
 /// `longbow coordinator` on free loopback ports (add `--data-dir`).
 pub const COORDINATOR_ARGS: &[&str] = &[
     "coordinator",
@@ -384,7 +386,14 @@ pub async fn wait_ready(c: &mut FlightClient, ns: &str) {
 
 /// A `longbow coordinator` on `dir`: the child, its data URI and its internal address.
 pub fn coordinator(dir: &Path) -> (Child, String, String) {
-    let (child, line) = spawn_until_first_line(longbow_cmd(COORDINATOR_ARGS, dir));
+    coordinator_with(dir, &[])
+}
+
+/// [`coordinator`] with extra flags.
+pub fn coordinator_with(dir: &Path, extra: &[&str]) -> (Child, String, String) {
+    let mut cmd = longbow_cmd(COORDINATOR_ARGS, dir);
+    cmd.args(extra);
+    let (child, line) = spawn_until_first_line(cmd);
     (
         child,
         format!("http://{}", word(&line, "data")),

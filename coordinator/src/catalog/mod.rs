@@ -12,7 +12,7 @@ pub type NodeId = u64;
 
 mod replica_set;
 
-pub use replica_set::{place, ReplicaSet};
+pub use replica_set::{least_loaded_outside, place, ReplicaSet};
 
 /// A namespace and its placement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +37,11 @@ pub struct NamespaceMeta {
     pub payload_schema: Option<String>,
     /// One replica set per shard.
     pub placement: Vec<ReplicaSet>,
+    /// Which namespace of this name it is: chosen when it is created (or restored), and
+    /// carried by its replicas, so replicas a deleted namespace left on a node that was away
+    /// are told apart from this one's (0: created before incarnations).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl NamespaceMeta {
@@ -192,6 +197,21 @@ pub enum CatalogCommand {
         /// The new in-sync set.
         in_sync: Vec<NodeId>,
     },
+    /// Replace backup `old` of a shard with `new` (out of sync until its primary catches it
+    /// up) at `epoch + 1`, provided the shard is still at `epoch`: the rebuild of a replica
+    /// whose node stayed dead past `--replica-timeout-secs`.
+    ReplaceMember {
+        /// Namespace.
+        namespace: String,
+        /// Shard number.
+        shard: u32,
+        /// The epoch the change was decided at.
+        epoch: u64,
+        /// The member leaving.
+        old: NodeId,
+        /// The node taking its place.
+        new: NodeId,
+    },
 }
 
 /// Outcome of applying a command.
@@ -343,6 +363,16 @@ impl Catalog {
                 in_sync,
             } => match self.replica_set(namespace, *shard) {
                 Ok(set) => set.set_in_sync(*epoch, in_sync),
+                Err(e) => e,
+            },
+            CatalogCommand::ReplaceMember {
+                namespace,
+                shard,
+                epoch,
+                old,
+                new,
+            } => match self.replica_set(namespace, *shard) {
+                Ok(set) => set.replace(*epoch, *old, *new),
                 Err(e) => e,
             },
         }

@@ -36,6 +36,15 @@ impl ReplicaSet {
         }
     }
 
+    /// A new set at epoch 1 whose backups are still to be built from the primary (only the
+    /// primary in sync): a restored snapshot.
+    pub fn rebuilding(primary: NodeId, backups: Vec<NodeId>) -> ReplicaSet {
+        ReplicaSet {
+            in_sync: vec![primary],
+            ..ReplicaSet::new(primary, backups)
+        }
+    }
+
     /// Every member, primary first.
     pub fn members(&self) -> Vec<NodeId> {
         let mut m = vec![self.primary];
@@ -102,6 +111,40 @@ impl ReplicaSet {
         self.in_sync = next;
         CatalogResponse::Ok
     }
+}
+
+impl ReplicaSet {
+    /// Replace member `old` (not the primary) with `new` (not a member), out of the in-sync
+    /// set, at `epoch + 1` (if still at `epoch`): the new member is caught up by the primary
+    /// and put in sync by it, and nothing decided on the old membership can apply any more.
+    pub fn replace(&mut self, epoch: u64, old: NodeId, new: NodeId) -> CatalogResponse {
+        if epoch != self.epoch {
+            return self.conflict("the replacement", epoch);
+        }
+        if old == self.primary || !self.backups.contains(&old) || self.members().contains(&new) {
+            return CatalogResponse::Conflict(format!(
+                "cannot replace node {old} with node {new} in members {:?} (primary {})",
+                self.members(),
+                self.primary
+            ));
+        }
+        for b in self.backups.iter_mut().filter(|b| **b == old) {
+            *b = new;
+        }
+        self.in_sync = self.in_sync().into_iter().filter(|n| *n != old).collect();
+        self.epoch += 1;
+        CatalogResponse::Ok
+    }
+}
+
+/// The node with the fewest replicas among `nodes` (`(id, replicas hosted)`) that is not in
+/// `exclude`; ties go to the lowest id.
+pub fn least_loaded_outside(nodes: &[(NodeId, u64)], exclude: &[NodeId]) -> Option<NodeId> {
+    nodes
+        .iter()
+        .filter(|(id, _)| !exclude.contains(id))
+        .min_by_key(|&&(id, load)| (load, id))
+        .map(|(id, _)| *id)
 }
 
 /// Choose `rf` distinct nodes for each of `shards` shards among `nodes` (`(id, replicas
@@ -187,5 +230,27 @@ mod tests {
         ));
         assert_eq!(set.set_in_sync(2, &[2, 1, 3]), CatalogResponse::Ok);
         assert_eq!(set.in_sync(), vec![2, 1, 3]);
+    }
+
+    #[test]
+    fn a_replaced_member_leaves_the_set_and_its_successor_starts_out_of_sync() {
+        let mut set = ReplicaSet::new(1, vec![2, 3]);
+        assert!(
+            matches!(set.replace(1, 1, 4), CatalogResponse::Conflict(_)),
+            "the primary is replaced by a failover, not here"
+        );
+        assert!(matches!(set.replace(1, 2, 3), CatalogResponse::Conflict(_)));
+        assert!(matches!(set.replace(1, 5, 4), CatalogResponse::Conflict(_)));
+        assert!(matches!(set.replace(0, 2, 4), CatalogResponse::Conflict(_)));
+        assert_eq!(set.replace(1, 2, 4), CatalogResponse::Ok);
+        assert_eq!(
+            (set.members(), set.in_sync(), set.epoch),
+            (vec![1, 4, 3], vec![1, 3], 2)
+        );
+        assert_eq!(
+            least_loaded_outside(&[(1, 0), (4, 2), (5, 1), (6, 1)], &set.members()),
+            Some(5)
+        );
+        assert_eq!(least_loaded_outside(&[(1, 0), (4, 0)], &[1, 4]), None);
     }
 }

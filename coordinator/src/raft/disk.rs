@@ -35,6 +35,8 @@ fn frees_space(cmd: &CatalogCommand) -> bool {
             // Failover keeps acknowledged data available; it must not wait for space.
             | CatalogCommand::Promote { .. }
             | CatalogCommand::SetInSync { .. }
+            // So does rebuilding a lost copy on another node.
+            | CatalogCommand::ReplaceMember { .. }
     )
 }
 

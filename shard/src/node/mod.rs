@@ -163,6 +163,7 @@ impl ShardNode {
             namespace: req.namespace.clone(),
             shard: req.shard,
         };
+        self.make_room(&key, req.incarnation)?;
         let mut replicas = self.replicas.write();
         if replicas.contains_key(&key) {
             return Err(ShardError::ReplicaExists(key));
@@ -174,6 +175,7 @@ impl ShardNode {
             metric: req.metric,
             id_type: req.id_type,
             index: req.index,
+            incarnation: req.incarnation,
         };
         let replica = Arc::new(Replica::create(
             &self.replica_dir(&key),
@@ -183,6 +185,33 @@ impl ShardNode {
         )?);
         replicas.insert(key, replica.clone());
         Ok(replica)
+    }
+
+    /// Before creating replica `key` of namespace incarnation `incarnation`: drop a replica
+    /// of an older namespace of the same name (deleted while this node was away), refuse if
+    /// the one here is of a newer one. A replica of the same incarnation (or of unknown ones)
+    /// is left for the caller to find.
+    fn make_room(&self, key: &ReplicaKey, incarnation: u64) -> Result<()> {
+        let Ok(existing) = self.replica(key) else {
+            return Ok(());
+        };
+        let have = existing.info().incarnation;
+        drop(existing);
+        if have == incarnation || have == 0 || incarnation == 0 {
+            return Ok(());
+        }
+        if have > incarnation {
+            return Err(ShardError::NewerIncarnation {
+                key: key.clone(),
+                have,
+                got: incarnation,
+            });
+        }
+        tracing::info!(replica = %key, have, incarnation, "dropping a replica of a deleted namespace of the same name");
+        match self.drop_replica(key) {
+            Ok(()) | Err(ShardError::ReplicaNotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The replica `key`.
@@ -329,6 +358,7 @@ impl ShardNode {
         if !part.exists() {
             return Err(ShardError::SnapshotNotFound(req.snapshot.clone()));
         }
+        self.make_room(&key, req.incarnation)?;
         let mut replicas = self.replicas.write();
         if replicas.contains_key(&key) {
             return Err(ShardError::ReplicaExists(key));
@@ -336,7 +366,7 @@ impl ShardNode {
         let replica = Arc::new(Replica::restore(
             &part,
             &self.replica_dir(&key),
-            &req.namespace,
+            (&req.namespace, req.incarnation),
             &self.host,
         )?);
         replicas.insert(key, replica.clone());

@@ -198,9 +198,14 @@ impl Replica {
         })
     }
 
-    /// Create replica `namespace` in `dir` (which must not exist) from snapshot part `part`,
-    /// linking its files, and start it.
-    pub fn restore(part: &Path, dir: &Path, namespace: &str, host: &Host) -> Result<Replica> {
+    /// Create a replica of namespace `(name, incarnation)` in `dir` (which must not exist)
+    /// from snapshot part `part`, linking its files, and start it.
+    pub fn restore(
+        part: &Path,
+        dir: &Path,
+        (namespace, incarnation): (&str, u64),
+        host: &Host,
+    ) -> Result<Replica> {
         let meta_path = part.join(META_FILE);
         let bytes = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let mut meta: ReplicaMeta =
@@ -209,6 +214,7 @@ impl Replica {
                 reason: e.to_string(),
             })?;
         meta.info.namespace = namespace.to_string();
+        meta.info.incarnation = incarnation;
         let rewritten = serde_json::to_vec_pretty(&meta).map_err(|e| ShardError::Corrupt {
             path: meta_path.clone(),
             reason: e.to_string(),

@@ -248,6 +248,7 @@ impl Replication {
                     lsn: 0,
                     in_sync: Vec::new(),
                     fenced: None,
+                    incarnation: replica.info().incarnation,
                 });
                 s.lsn = replica.wal_files().durable_lsn();
                 s
@@ -265,6 +266,7 @@ fn status_of(replica: &Replica, gate: &Gate) -> ReplicaStatus {
         lsn: replica.wal_files().durable_lsn(),
         in_sync: gate.in_sync.clone(),
         fenced: gate.fenced.clone(),
+        incarnation: replica.info().incarnation,
     }
 }
 

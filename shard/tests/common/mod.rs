@@ -44,6 +44,7 @@ pub fn create_req(ns: &str, dim: usize, metric: Metric) -> CreateReplicaRequest 
             ef_search: 64,
         },
         payload_schema: None,
+        incarnation: 1,
     }
 }
 
