@@ -214,3 +214,21 @@ def test_stats_show_each_shards_replica_set(client: LongbowClient) -> None:
     with pytest.raises(LongbowValidationError, match="replication_factor"):
         client.create_namespace("too-many", 4, replication_factor=9)
     client.delete_namespace("replica-sets")
+
+
+def test_a_replicated_namespace_answers_from_any_in_sync_replica_or_from_the_primary(
+    client: LongbowClient,
+) -> None:
+    client.create_namespace("replicated", 4, shards=2, replication_factor=2)
+    client.insert("replicated", [{"id": i, "vector": [float(i), 1.0, 0.0, 1.0]} for i in range(50)])
+    stats = client.get_info("replicated")
+    assert stats.replication_factor == 2
+    for s in stats.replica_sets:
+        assert len(s.backups) == 1 and sorted(s.in_sync) == sorted([s.primary, *s.backups])
+    for consistency in ("any", "primary"):
+        for _ in range(4):  # "any" rotates over the replicas: each of them answers
+            hits = client.search("replicated", [7.0, 1.0, 0.0, 1.0], k=1, consistency=consistency)
+            assert hits[0].id == 7
+    with pytest.raises(LongbowValidationError, match="consistency"):
+        client.search("replicated", [7.0, 1.0, 0.0, 1.0], consistency="nearest")  # type: ignore[arg-type]
+    client.delete_namespace("replicated")

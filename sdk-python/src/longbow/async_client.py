@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import Columns, LongbowClient
+from .client import Columns, Consistency, LongbowClient
 from .models import (
     IdType,
     IndexOptions,
@@ -155,11 +155,12 @@ class AsyncLongbowClient:
         output: Output = "models",
         include_vectors: bool = False,
         allow_partial: bool = False,
+        consistency: Consistency = "any",
     ) -> Any:
         """See `LongbowClient.search`."""
         return await asyncio.to_thread(
             lambda: self._sync._search(
-                namespace, vector, k, filter, ef, columns, output, include_vectors, allow_partial
+                namespace, vector, k, filter, ef, columns, output, include_vectors, allow_partial, consistency
             )
         )
 

@@ -46,6 +46,8 @@ from .results import FIXED_COLUMNS, Output, namespace_info, row_count, shape
 
 T = TypeVar("T")
 Columns = list[str] | Literal["*"] | None
+#: Which replica of each shard answers a search: any in-sync one (the default) or the primary.
+Consistency = Literal["any", "primary"]
 
 
 class LongbowClient:
@@ -407,6 +409,7 @@ class LongbowClient:
         output: Literal["models"] = ...,
         include_vectors: bool = ...,
         allow_partial: bool = ...,
+        consistency: Consistency = ...,
     ) -> list[SearchResult]: ...
 
     @overload
@@ -421,6 +424,7 @@ class LongbowClient:
         output: Literal["models"] = ...,
         include_vectors: bool = ...,
         allow_partial: bool = ...,
+        consistency: Consistency = ...,
     ) -> list[list[SearchResult]]: ...
 
     @overload
@@ -435,6 +439,7 @@ class LongbowClient:
         output: Literal["models"] = ...,
         include_vectors: bool = ...,
         allow_partial: bool = ...,
+        consistency: Consistency = ...,
     ) -> list[SearchResult] | list[list[SearchResult]]: ...
 
     @overload
@@ -450,6 +455,7 @@ class LongbowClient:
         output: Literal["arrow"],
         include_vectors: bool = ...,
         allow_partial: bool = ...,
+        consistency: Consistency = ...,
     ) -> pa.Table: ...
 
     @overload
@@ -465,6 +471,7 @@ class LongbowClient:
         output: Literal["pandas"],
         include_vectors: bool = ...,
         allow_partial: bool = ...,
+        consistency: Consistency = ...,
     ) -> pd.DataFrame: ...
 
     @overload
@@ -480,6 +487,7 @@ class LongbowClient:
         output: Literal["dask"],
         include_vectors: bool = ...,
         allow_partial: bool = ...,
+        consistency: Consistency = ...,
     ) -> dd.DataFrame: ...
 
     def search(
@@ -493,6 +501,7 @@ class LongbowClient:
         output: Output = "models",
         include_vectors: bool = False,
         allow_partial: bool = False,
+        consistency: Consistency = "any",
     ) -> Any:
         """Nearest neighbours of one query (1-D: a list of results) or many (2-D: a list of
         lists), over the binary path.
@@ -502,8 +511,12 @@ class LongbowClient:
             output: `models` (the default), `arrow`, `pandas` or `dask`.
             allow_partial: answer from the shards that respond when some are unavailable; the
                 Arrow result then has schema metadata `longbow.partial = true`.
+            consistency: `"any"` lets any in-sync replica of each shard answer (each has every
+                acknowledged write); `"primary"` asks the primaries only.
         """
-        return self._search(namespace, vector, k, filter, ef, columns, output, include_vectors, allow_partial)
+        return self._search(
+            namespace, vector, k, filter, ef, columns, output, include_vectors, allow_partial, consistency
+        )
 
     def _search(
         self,
@@ -516,8 +529,11 @@ class LongbowClient:
         output: Output,
         include_vectors: bool,
         allow_partial: bool,
+        consistency: Consistency = "any",
     ) -> Any:
         check_k(k)
+        if consistency not in ("any", "primary"):
+            raise LongbowValidationError(f'consistency must be "any" or "primary", got {consistency!r}')
         if ef is not None and (not isinstance(ef, int) or not 1 <= ef <= 10_000):
             raise LongbowValidationError(f"ef must be an integer in 1..10000, got {ef!r}")
         if columns is not None and columns != "*" and not isinstance(columns, list):
@@ -541,6 +557,8 @@ class LongbowClient:
             cmd["columns"] = columns
         if allow_partial:
             cmd["allow_partial"] = True
+        if consistency != "any":
+            cmd["consistency"] = consistency
         table = self._call(lambda conn: self._exchange(conn, cmd, queries))
         return shape(table, output, len(queries), single)
 
