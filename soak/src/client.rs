@@ -197,3 +197,41 @@ fn u64_column(b: &RecordBatch, name: &str) -> Result<Vec<u64>> {
         .ok_or_else(|| anyhow!("result has no UInt64 column {name}"))?;
     Ok(c.values().to_vec())
 }
+
+impl Client {
+    /// Wait (bounded: 60 s) until the coordinator reports at least `n` live shard nodes.
+    pub async fn wait_live(&mut self, n: usize) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let live = match self.action("cluster-status", json!({})).await {
+                Ok(s) => s["shard_nodes"]
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter(|n| n["live"] == true).count()),
+                Err(_) => 0,
+            };
+            if live >= n {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("{live} of {n} shard nodes live after 60 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Wait (bounded: 30 min) until every row of `ns` is linked.
+    pub async fn wait_ready(&mut self, ns: &str) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1_800);
+        while self
+            .action("check_readiness", json!({"namespace": ns}))
+            .await?["status"]
+            != "READY"
+        {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("{ns} not READY after 30 minutes");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,7 +1,9 @@
 //! The cluster under test: either one this harness starts (a `longbow coordinator` and N
 //! `longbow shard` processes on loopback, each with its own data directory and log file) or
-//! one already running, given by its addresses. The harness stops only the processes it
-//! started, by pid.
+//! one already running, given by its addresses. The harness signals and stops only the
+//! processes it started, by pid; a started shard node can be killed (SIGKILL), restarted
+//! on its data directory, and paused (SIGSTOP) and resumed (SIGCONT), for the chaos
+//! harness.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,40 @@ pub struct Endpoint {
     pub http: String,
 }
 
+/// A process this harness started: how to start it again, and its state.
+struct Started {
+    name: String,
+    cmd: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    /// `None` while it is killed.
+    child: Option<Child>,
+    paused: bool,
+    /// Its shard Flight address (shard nodes only; changes on restart).
+    flight: Option<String>,
+}
+
+impl Started {
+    fn command(&self, binary: &Path) -> Command {
+        let mut cmd = Command::new(binary);
+        cmd.args(&self.cmd);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: `kill` only sends a signal to the pid of a child we started and have
+            // not yet waited for, so the pid cannot have been reused.
+            unsafe {
+                libc::kill(child.id() as i32, sig);
+            }
+        }
+    }
+}
+
 /// A cluster the workload runs against.
 pub struct Cluster {
     /// Client data port.
@@ -27,7 +63,8 @@ pub struct Cluster {
     pub meta: String,
     /// Every process's HTTP endpoint.
     pub endpoints: Vec<Endpoint>,
-    children: Vec<(String, Child)>,
+    binary: PathBuf,
+    children: Vec<Started>,
 }
 
 fn word(line: &str, key: &str) -> Result<String> {
@@ -74,49 +111,88 @@ fn spawn(mut cmd: Command, log: &Path) -> Result<(Child, String)> {
 }
 
 impl Cluster {
-    /// Start a coordinator and `shards` shard nodes from `binary` under `dir`, each with
-    /// `extra` arguments added (for example storage settings).
+    /// Start a coordinator (with `coordinator_extra` arguments) and `shards` shard nodes
+    /// (each with `extra` arguments, for example storage settings) from `binary` under `dir`.
     /// `log` is their `LONGBOW_LOG` filter; logs go to `<dir>/<process>.log`.
     pub fn start(
         binary: &Path,
         dir: &Path,
         shards: usize,
         extra: &[String],
+        coordinator_extra: &[String],
         log: &str,
     ) -> Result<Cluster> {
         std::fs::create_dir_all(dir)?;
-        let mut cmd = Command::new(binary);
-        cmd.args(["coordinator", "--data-port", "0", "--meta-port", "0"])
-            .args(["--internal-port", "0", "--http-port", "0", "--data-dir"])
-            .arg(dir.join("coordinator"))
-            .env("LONGBOW_LOG", log);
-        let (child, line) = spawn(cmd, &dir.join("coordinator.log"))?;
+        let mut coordinator: Vec<std::ffi::OsString> = [
+            "coordinator",
+            "--data-port",
+            "0",
+            "--meta-port",
+            "0",
+            "--internal-port",
+            "0",
+            "--http-port",
+            "0",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        coordinator.push("--data-dir".into());
+        coordinator.push(dir.join("coordinator").into());
+        coordinator.extend(coordinator_extra.iter().map(Into::into));
         let mut cluster = Cluster {
-            data: word(&line, "data")?,
-            meta: word(&line, "meta")?,
-            endpoints: vec![Endpoint {
-                name: "coordinator".into(),
-                http: word(&line, "http")?,
-            }],
-            children: vec![("coordinator".into(), child)],
+            data: String::new(),
+            meta: String::new(),
+            endpoints: Vec::new(),
+            binary: binary.to_path_buf(),
+            children: Vec::new(),
         };
+        let env = vec![("LONGBOW_LOG".to_string(), log.to_string())];
+        let line = cluster.launch("coordinator", coordinator, env.clone(), dir)?;
+        cluster.data = word(&line, "data")?;
+        cluster.meta = word(&line, "meta")?;
         let internal = word(&line, "internal")?;
         for i in 0..shards {
             let name = format!("shard-{i}");
-            let mut cmd = Command::new(binary);
-            cmd.args(["shard", "--listen", "127.0.0.1:0", "--http-port", "0"])
-                .args(["--coordinator", &internal, "--data-dir"])
-                .arg(dir.join(&name))
-                .args(extra)
-                .env("LONGBOW_LOG", log);
-            let (child, line) = spawn(cmd, &dir.join(format!("{name}.log")))?;
-            cluster.endpoints.push(Endpoint {
-                name: name.clone(),
-                http: word(&line, "http")?,
-            });
-            cluster.children.push((name, child));
+            let mut args: Vec<std::ffi::OsString> =
+                ["shard", "--listen", "127.0.0.1:0", "--http-port", "0"]
+                    .iter()
+                    .map(Into::into)
+                    .collect();
+            args.extend(["--coordinator".into(), internal.clone().into()]);
+            args.extend(["--data-dir".into(), dir.join(&name).into()]);
+            args.extend(extra.iter().map(Into::into));
+            cluster.launch(&name, args, env.clone(), dir)?;
         }
         Ok(cluster)
+    }
+
+    /// Start process `name` with `cmd` and record it; the line it printed first.
+    fn launch(
+        &mut self,
+        name: &str,
+        cmd: Vec<std::ffi::OsString>,
+        env: Vec<(String, String)>,
+        dir: &Path,
+    ) -> Result<String> {
+        let mut p = Started {
+            name: name.to_string(),
+            cmd,
+            env,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            paused: false,
+            flight: None,
+        };
+        let (child, line) = spawn(p.command(&self.binary), &p.log)?;
+        p.child = Some(child);
+        p.flight = word(&line, "flight").ok();
+        self.endpoints.push(Endpoint {
+            name: name.to_string(),
+            http: word(&line, "http")?,
+        });
+        self.children.push(p);
+        Ok(line)
     }
 
     /// A cluster started elsewhere.
@@ -125,31 +201,110 @@ impl Cluster {
             data,
             meta,
             endpoints,
+            binary: PathBuf::new(),
             children: Vec::new(),
         }
     }
 
-    /// Whether every process this harness started is still running.
+    fn process(&mut self, name: &str) -> Result<&mut Started> {
+        self.children
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow!("no process {name} was started by this harness"))
+    }
+
+    /// The shard nodes this harness started, by name.
+    pub fn shard_names(&self) -> Vec<String> {
+        self.children
+            .iter()
+            .filter(|p| p.name.starts_with("shard-"))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// The shard Flight address of started shard node `name` (its latest start).
+    pub fn flight_addr(&self, name: &str) -> Option<String> {
+        let p = self.children.iter().find(|p| p.name == name)?;
+        p.flight.clone()
+    }
+
+    /// The pid of a started process that is running.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        let p = self.children.iter().find(|p| p.name == name)?;
+        p.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9` process `name` and reap it.
+    pub fn kill(&mut self, name: &str) -> Result<()> {
+        let p = self.process(name)?;
+        if let Some(mut child) = p.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        p.paused = false;
+        Ok(())
+    }
+
+    /// Start a killed process `name` again on its data directory (on new ports).
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let binary = self.binary.clone();
+        let p = self.process(name)?;
+        if p.child.is_some() {
+            bail!("{name} is running");
+        }
+        let (child, line) = spawn(p.command(&binary), &p.log)?;
+        p.child = Some(child);
+        p.flight = word(&line, "flight").ok();
+        let http = word(&line, "http")?;
+        if let Some(e) = self.endpoints.iter_mut().find(|e| e.name == name) {
+            e.http = http;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP process `name` (it keeps its sockets but answers nothing).
+    pub fn pause(&mut self, name: &str) -> Result<()> {
+        let p = self.process(name)?;
+        p.signal(libc::SIGSTOP);
+        p.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT a paused process `name`.
+    pub fn resume(&mut self, name: &str) -> Result<()> {
+        let p = self.process(name)?;
+        p.signal(libc::SIGCONT);
+        p.paused = false;
+        Ok(())
+    }
+
+    /// Whether every process this harness started (and did not kill) is still running.
     pub fn check_alive(&mut self) -> Result<()> {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait()? {
-                bail!("{name} exited during the run: {status}");
+        for p in &mut self.children {
+            if let Some(child) = &mut p.child {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{} exited during the run: {status}", p.name);
+                }
             }
         }
         Ok(())
     }
 
-    /// SIGTERM every process this harness started and wait (bounded) for each.
+    /// SIGTERM every process this harness started (resuming paused ones first) and wait
+    /// (bounded) for each.
     pub fn stop(&mut self) -> Vec<(String, Option<i32>)> {
         let mut out = Vec::new();
-        for (_, child) in &self.children {
-            // SAFETY: `kill` only sends a signal to the pid of a child we started and have
-            // not yet waited for, so the pid cannot have been reused.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
+        for p in &self.children {
+            if p.paused {
+                p.signal(libc::SIGCONT);
             }
+            p.signal(libc::SIGTERM);
         }
-        for (name, mut child) in self.children.drain(..) {
+        for (name, mut child) in self
+            .children
+            .drain(..)
+            .filter_map(|p| Some((p.name, p.child?)))
+        {
             let deadline = Instant::now() + Duration::from_secs(30);
             let code = loop {
                 match child.try_wait() {

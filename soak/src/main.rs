@@ -7,29 +7,20 @@
 //! (no failed call, nothing acknowledged lost or changed, no deleted id returned, recall and
 //! RSS within bounds) and 1 otherwise, so CI can run it as a check.
 
-mod audit;
-mod client;
-mod cluster;
-mod oracle;
-mod plot;
-mod report;
-mod sampler;
-mod workload;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::client::Client;
-use crate::cluster::{Cluster, Endpoint};
-use crate::report::{Criteria, Inputs, Report};
-use crate::sampler::Sampler;
-use crate::workload::{Run, Settings, Stats};
+use longbow_soak::client::Client;
+use longbow_soak::cluster::{self, Cluster, Endpoint};
+use longbow_soak::report::{Criteria, Inputs, Report};
+use longbow_soak::sampler::Sampler;
+use longbow_soak::workload::{self, Run, Settings};
+use longbow_soak::{audit, machine, plot};
 
 /// Soak a Longbow cluster: a mixed workload at set rates, then an audit and a report.
 #[derive(Parser, Debug)]
@@ -117,22 +108,6 @@ struct Args {
     font: Option<PathBuf>,
 }
 
-fn machine() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim())
-        .to_string();
-    let avx512 = info.split_whitespace().any(|f| f == "avx512f");
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "{model}, {cores} cores, {}",
-        if avx512 { "AVX-512F" } else { "no AVX-512F" }
-    )
-}
-
 fn check(args: &Args) -> Result<()> {
     for (name, v) in [
         ("--search-rate", args.search_rate),
@@ -167,6 +142,7 @@ fn cluster(args: &Args) -> Result<Cluster> {
             &dir,
             args.shards as usize,
             &args.shard_args,
+            &[],
             &args.log,
         );
     }
@@ -188,49 +164,13 @@ fn cluster(args: &Args) -> Result<Cluster> {
     ))
 }
 
-/// Wait (bounded) until the coordinator reports `n` live shard nodes.
-async fn wait_live(client: &mut Client, n: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let live = match client.action("cluster-status", json!({})).await {
-            Ok(s) => s["shard_nodes"]
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|n| n["live"] == true).count()),
-            Err(_) => 0,
-        };
-        if live >= n {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{live} of {n} shard nodes live after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Wait (bounded) until every loaded row is linked.
-async fn wait_ready(client: &mut Client, ns: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(1_800);
-    while client
-        .action("check_readiness", json!({"namespace": ns}))
-        .await?["status"]
-        != "READY"
-    {
-        if Instant::now() > deadline {
-            bail!("{ns} not READY after 30 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
 async fn soak(args: &Args) -> Result<Report> {
     std::fs::create_dir_all(&args.out)?;
     plot::use_font(args.font.as_deref())?;
     let mut cluster = cluster(args)?;
     let mut client = Client::connect(&cluster.data, &cluster.meta).await?;
     if args.binary.is_some() {
-        wait_live(&mut client, args.shards as usize).await?;
+        client.wait_live(args.shards as usize).await?;
     }
     let settings = Arc::new(Settings {
         namespace: args.namespace.clone(),
@@ -253,14 +193,10 @@ async fn soak(args: &Args) -> Result<Report> {
         )
         .await
         .context("creating the namespace")?;
-    let run = Run {
-        settings: settings.clone(),
-        oracle: Arc::new(Mutex::new(oracle::Oracle::default())),
-        stats: Arc::new(Mutex::new(Stats::new())),
-    };
+    let run = Run::new(settings.clone());
     let started = Instant::now();
     workload::load(&run, &mut client, args.initial_rows).await?;
-    wait_ready(&mut client, &settings.namespace).await?;
+    client.wait_ready(&settings.namespace).await?;
     let load_secs = started.elapsed().as_secs_f64();
     eprintln!(
         "loaded {} rows in {load_secs:.1} s; mixed workload for {} s",

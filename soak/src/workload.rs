@@ -152,6 +152,25 @@ pub struct Run {
     pub oracle: Arc<Mutex<Oracle>>,
     /// Latencies and counters.
     pub stats: Arc<Mutex<Stats>>,
+    /// Set to end the workload before its deadline (each task finishes its current call, so
+    /// the oracle stays exact).
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Run {
+    /// A run of `settings` with an empty oracle.
+    pub fn new(settings: Arc<Settings>) -> Run {
+        Run {
+            settings,
+            oracle: Arc::default(),
+            stats: Arc::new(Mutex::new(Stats::new())),
+            stop: Arc::default(),
+        }
+    }
+
+    fn going(&self, deadline: Instant) -> bool {
+        Instant::now() < deadline && !self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Load ids `0..n` (version 0) in batches, recording them in the oracle.
@@ -210,7 +229,7 @@ pub async fn writer(run: Run, mut client: Client, w: usize, deadline: Instant) {
         return;
     }
     let mut tick = ticker(total / writers as f64);
-    while Instant::now() < deadline {
+    while run.going(deadline) {
         tick.tick().await;
         let r = rng.unit() as f64 * total;
         let op = if own.is_empty() || r < s.insert_rate {
@@ -300,7 +319,7 @@ pub async fn searcher(run: Run, mut client: Client, n: usize, deadline: Instant)
     let mut tick = ticker(s.search_rate / s.searchers.max(1) as f64);
     let mut rng = SplitMix(0xFEED ^ n as u64);
     let mut sent = 0u64;
-    while Instant::now() < deadline {
+    while run.going(deadline) {
         tick.tick().await;
         sent += 1;
         // A point from the data's distribution that is not itself a row.
