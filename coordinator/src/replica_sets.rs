@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use longbow_common::replication_api::{
     InSyncChange, Member, ReplicaConfig, ReplicaStatus, Role, ACTION_CONFIGURE_REPLICA,
 };
@@ -94,7 +96,9 @@ impl Coordinator {
             (meta.name.clone(), shard, node),
             (Instant::now(), cfg.clone()),
         );
-        let call = self.shards.action(&to, ACTION_CONFIGURE_REPLICA, &cfg);
+        // A member that stops answering (SIGSTOP, a partition) is given up on once it counts
+        // as dead, so the failover it holds up can go on.
+        let call = self.unless_dead(&to, self.shards.action(&to, ACTION_CONFIGURE_REPLICA, &cfg));
         tokio::time::timeout(PUSH_TIMEOUT, call)
             .await
             .map_err(|_| {
@@ -170,15 +174,31 @@ impl Coordinator {
         }
         let namespaces: Vec<NamespaceMeta> = self.namespaces();
         let live = self.live_nodes();
+        // Shards are reconciled side by side: a member slow to take its configuration holds
+        // up its own shard only, never another shard's failover.
+        let mut shards = Vec::new();
         for meta in namespaces.iter().filter(|m| !m.is_declared()) {
             for (shard, set) in meta.placement.iter().enumerate() {
-                let shard = shard as u32;
-                if let Err(e) = self.reconcile_shard(meta, shard, set, &live).await {
-                    tracing::warn!(namespace = %meta.name, shard, error = %e, "reconciling a replica set failed; retrying");
-                }
+                shards.push(self.reconcile_logged(meta, shard as u32, set, &live));
             }
         }
+        futures::stream::iter(shards)
+            .buffer_unordered(self.config.max_fanout.max(1))
+            .collect::<()>()
+            .await;
         self.sweep_strays().await;
+    }
+
+    async fn reconcile_logged(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        set: &ReplicaSet,
+        live: &[NodeId],
+    ) {
+        if let Err(e) = self.reconcile_shard(meta, shard, set, live).await {
+            tracing::warn!(namespace = %meta.name, shard, error = %e, "reconciling a replica set failed; retrying");
+        }
     }
 
     async fn reconcile_shard(

@@ -75,7 +75,7 @@ impl Coordinator {
     }
 
     /// Run `call` on `to`, giving up as soon as its node counts as dead.
-    async fn unless_dead<T>(
+    pub(crate) async fn unless_dead<T>(
         &self,
         to: &ShardTarget,
         call: impl std::future::Future<Output = Result<T>>,
