@@ -51,6 +51,11 @@ pub(crate) struct StorageArgs {
     #[arg(long, env = "LONGBOW_CHECKPOINT_WAL_BYTES", default_value_t = 256 << 20,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) checkpoint_wal_bytes: u64,
+    /// Bytes of the newest WAL that a checkpoint of a replica with backups keeps although it
+    /// covers them, so a backup away for a moment catches up from the log rather than by a
+    /// segment transfer (whole WAL files are kept or deleted; 0 keeps none).
+    #[arg(long, env = "LONGBOW_WAL_RETENTION_BYTES", default_value_t = 64 << 20)]
+    pub(crate) wal_retention_bytes: u64,
     /// A checkpoint is due this many seconds after the last one, if anything changed.
     #[arg(long, env = "LONGBOW_CHECKPOINT_INTERVAL_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -95,6 +95,7 @@ fn replica_settings(s: &StorageArgs) -> ReplicaSettings {
         segment_capacity: s.segment_rows,
         wal_segment_bytes: s.wal_segment_bytes,
         checkpoint_wal_bytes: s.checkpoint_wal_bytes,
+        wal_retention_bytes: s.wal_retention_bytes,
         checkpoint_interval: Duration::from_secs(s.checkpoint_interval_secs),
         compaction_threshold: s.compaction_threshold,
         ..ReplicaSettings::default()

@@ -182,8 +182,16 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
+    // No WAL retention: the checkpoint deletes what the backup lacks.
+    let no_retention = ["--wal-retention-bytes", "0"];
     let mut nodes: Vec<Node> = (0..2)
-        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
+        .map(|i| {
+            start_node_with(
+                &dir.path().join(format!("shard-{i}")),
+                &internal,
+                &no_retention,
+            )
+        })
         .collect();
     let mut c = connect(&data_uri).await;
     wait_live(&mut c, 2).await;
@@ -246,7 +254,11 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
     acked.extend(values(1200, 1300, 77));
 
     // It comes back: it gets the segment files, then the tail, and is in sync again.
-    nodes[backup] = start_node(&dir.path().join(format!("shard-{backup}")), &internal);
+    nodes[backup] = start_node_with(
+        &dir.path().join(format!("shard-{backup}")),
+        &internal,
+        &no_retention,
+    );
     let s = wait_converged(&mut c, 2).await;
     assert_eq!(s["count"].as_u64(), Some(acked.len() as u64), "{s}");
     assert!(
@@ -282,6 +294,67 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
         .await
         .expect("it takes writes as primary");
     terminate(&mut nodes[backup].child);
+    terminate(&mut coord);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_away_during_a_checkpoint_catches_up_from_the_retained_wal_without_a_transfer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
+        .collect();
+    let mut c = connect(&data_uri).await;
+    wait_live(&mut c, 2).await;
+    action(
+        &mut c,
+        "CreateNamespace",
+        json!({"name": NS, "dim": DIM, "shards": 1, "replication_factor": 2}),
+    )
+    .await
+    .expect("create");
+    put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
+    let mut acked: BTreeMap<u64, f32> = values(0, 300, 0).collect();
+    let ids = node_ids(&mut c).await;
+    let primary_id = stats(&mut c).await["per_shard"][0]["primary"]
+        .as_u64()
+        .expect("primary");
+    let primary = nodes
+        .iter()
+        .position(|n| ids[&n.addr] == primary_id)
+        .expect("ours");
+    let backup = 1 - primary;
+
+    // The backup is away while the primary writes and checkpoints everything it has.
+    nodes[backup].child.kill().expect("kill -9");
+    let _ = nodes[backup].child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = put(&mut c, NS, vec![batch(300, 400, 1)]).await {
+        assert!(Instant::now() < deadline, "writes never resumed: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acked.extend(values(300, 400, 1));
+    action(&mut c, "Checkpoint", json!({ "namespace": NS }))
+        .await
+        .expect("checkpoint");
+
+    // Back, it gets what it missed from the log the checkpoint kept: no transfer.
+    nodes[backup] = start_node(&dir.path().join(format!("shard-{backup}")), &internal);
+    let s = wait_converged(&mut c, 2).await;
+    assert_eq!(s["count"].as_u64(), Some(acked.len() as u64), "{s}");
+    assert_eq!(
+        metric(&nodes[backup], "longbow_replica_transfers_installed_total"),
+        0
+    );
+    assert_eq!(
+        metric(&nodes[primary], "longbow_replica_transfers_sent_total"),
+        0
+    );
+    let r = replica_stats(&nodes[backup].addr, 0).await;
+    assert_eq!(r["count"].as_u64(), Some(acked.len() as u64), "{r}");
+    for n in &mut nodes {
+        terminate(&mut n.child);
+    }
     terminate(&mut coord);
 }
 

@@ -24,8 +24,13 @@ pub struct Node {
 }
 
 pub fn start_node(dir: &Path, coordinator: &str) -> Node {
+    start_node_with(dir, coordinator, &[])
+}
+
+/// [`start_node`] with extra flags.
+pub fn start_node_with(dir: &Path, coordinator: &str, extra: &[&str]) -> Node {
     let mut cmd = longbow_cmd(SHARD_ARGS, dir);
-    cmd.arg("--coordinator").arg(coordinator);
+    cmd.arg("--coordinator").arg(coordinator).args(extra);
     let (child, line) = spawn_until_first_line(cmd);
     Node {
         child,

@@ -105,6 +105,9 @@ pub struct Background {
     pub counters: Arc<Counters>,
     /// The last checkpoint failure, for health.
     pub last_error: Arc<Mutex<Option<String>>>,
+    /// Whether the replica has backups: its checkpoints then keep the newest
+    /// `wal_retention_bytes` of the WAL they cover.
+    pub has_backups: Arc<AtomicBool>,
 }
 
 /// When the background job last did what, to know when it is due again.
@@ -342,7 +345,12 @@ impl Background {
             .segment_bytes
             .store(self.manifest.disk_bytes(), Ordering::Relaxed);
         crash_point!("checkpoint::before_wal_removal");
-        let (files, _) = self.wal_files.remove_through(lsn)?;
+        let keep = if self.has_backups.load(Ordering::Relaxed) {
+            self.settings.wal_retention_bytes
+        } else {
+            0
+        };
+        let (files, _) = self.wal_files.remove_through(lsn, keep)?;
         self.counters
             .wal_files_removed
             .fetch_add(files as u64, Ordering::Relaxed);

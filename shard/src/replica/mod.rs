@@ -60,6 +60,10 @@ pub struct ReplicaSettings {
     /// A sealed segment whose dead fraction (deleted plus replaced rows) passes this is
     /// rewritten without them.
     pub compaction_threshold: f64,
+    /// Bytes of the newest WAL a checkpoint covers that a replica with backups keeps
+    /// anyway, so a backup that was away for a moment catches up from the log instead of a
+    /// segment transfer.
+    pub wal_retention_bytes: u64,
 }
 
 impl Default for ReplicaSettings {
@@ -71,6 +75,7 @@ impl Default for ReplicaSettings {
             checkpoint_wal_bytes: 256 << 20,
             checkpoint_interval: Duration::from_secs(60),
             compaction_threshold: 0.2,
+            wal_retention_bytes: 64 << 20,
         }
     }
 }
@@ -152,6 +157,7 @@ pub struct Replica {
     counters: Arc<Counters>,
     checkpoint_error: Arc<Mutex<Option<String>>>,
     gate: Arc<Mutex<role::Gate>>,
+    has_backups: Arc<AtomicBool>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
@@ -315,6 +321,12 @@ impl Replica {
     /// The replica's place in its replica set (held by the committer for a whole step).
     pub fn gate(&self) -> &Arc<Mutex<role::Gate>> {
         &self.gate
+    }
+
+    /// Say whether the replica's set has other members: its checkpoints then keep the
+    /// newest [`ReplicaSettings::wal_retention_bytes`] of the WAL they cover for them.
+    pub fn set_has_backups(&self, yes: bool) {
+        self.has_backups.store(yes, Ordering::Relaxed);
     }
 
     /// Its WAL files (a primary reads a backup's catch-up from them).

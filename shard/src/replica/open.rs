@@ -143,6 +143,7 @@ impl Replica {
             .store(manifest.disk_bytes(), Ordering::Relaxed);
         let checkpoint_error = Arc::new(Mutex::new(None));
         let gate = Arc::new(Mutex::new(Gate::new(Epochs::load(dir)?)));
+        let has_backups = Arc::new(AtomicBool::new(false));
         let background = Background {
             key: key.clone(),
             dir: dir.to_path_buf(),
@@ -153,6 +154,7 @@ impl Replica {
             manifest,
             counters: counters.clone(),
             last_error: checkpoint_error.clone(),
+            has_backups: has_backups.clone(),
         };
         let background_job = host
             .background_pool
@@ -195,6 +197,7 @@ impl Replica {
             counters,
             checkpoint_error,
             gate,
+            has_backups,
         })
     }
 

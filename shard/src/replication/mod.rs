@@ -132,6 +132,7 @@ impl Replication {
         let (generation, version) = self.next_generation(&key);
         gate.role = Some(cfg.role);
         gate.in_sync = cfg.in_sync.clone();
+        replica.set_has_backups(cfg.members.len() > 1);
         gate.fenced = None;
         gate.forward = None;
         if cfg.role == Role::Primary {

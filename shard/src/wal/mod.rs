@@ -7,7 +7,7 @@
 //!
 //! The WAL stores opaque `(kind, body)` entries: what they mean is the replica's business.
 //! Once a checkpoint holds every change up to an LSN, [`WalFiles::remove_through`] deletes
-//! the files wholly at or below it; the file being appended to is never deleted.
+//! the files wholly at or below it, but for a retained tail that backups catch up from.
 
 pub mod entry;
 pub mod io;
@@ -90,37 +90,54 @@ impl WalFiles {
         self.appended.load(Ordering::Relaxed)
     }
 
-    /// Delete every file whose entries all have LSNs `<= lsn` (a durable checkpoint holds
-    /// them), including the one being appended to when every durable entry is covered (the
-    /// next commit then starts a new file). Returns `(files, bytes)` removed.
-    pub fn remove_through(&self, lsn: u64) -> Result<(usize, u64), WalError> {
+    /// Delete the files whose entries all have LSNs `<= lsn` (a durable checkpoint holds
+    /// them), except the newest of them up to `keep` bytes in all, kept so backups can catch
+    /// up from the log. The file being appended to counts as covered once every durable entry
+    /// is; when it is deleted the next commit starts a new file. Returns `(files, bytes)`
+    /// removed.
+    pub fn remove_through(&self, lsn: u64, keep: u64) -> Result<(usize, u64), WalError> {
         let _gate = self.gate.lock();
         let mut closed = self.closed_bytes.lock();
         let files = list_files(&self.dir)?;
-        let mut removed = (0, 0);
-        // A file's entries end just before the next file's first LSN.
+        let len = |path: &Path| {
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(io_err(path))
+        };
+        // Covered files, oldest first. A file's entries end just before the next file's
+        // first LSN; the last file (being appended to) ends at the durable LSN.
+        let mut covered: Vec<(&Path, u64, bool)> = Vec::new();
         for pair in files.windows(2) {
             let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
             if *next_first > lsn.saturating_add(1) {
                 break;
             }
-            let len = std::fs::metadata(path).map_err(io_err(path))?.len();
-            crate::fault::crash_point!("wal::before_remove_file");
-            std::fs::remove_file(path).map_err(io_err(path))?;
-            removed.0 += 1;
-            removed.1 += len;
+            covered.push((path, len(path)?, false));
         }
-        *closed = closed.saturating_sub(removed.1);
         if self.durable_lsn.load(Ordering::Acquire) <= lsn {
             if let Some((_, path)) = files.last() {
-                let len = std::fs::metadata(path).map_err(io_err(path))?.len();
-                crate::fault::crash_point!("wal::before_remove_file");
-                std::fs::remove_file(path).map_err(io_err(path))?;
+                covered.push((path, len(path)?, true));
+            }
+        }
+        // Keep the newest covered files that fit in `keep`: a contiguous log tail.
+        let mut cut = covered.len();
+        let mut kept = 0u64;
+        while cut > 0 && kept + covered[cut - 1].1 <= keep {
+            kept += covered[cut - 1].1;
+            cut -= 1;
+        }
+        let mut removed = (0, 0);
+        for &(path, bytes, active) in &covered[..cut] {
+            crate::fault::crash_point!("wal::before_remove_file");
+            std::fs::remove_file(path).map_err(io_err(path))?;
+            if active {
                 self.retired.store(true, Ordering::Release);
                 self.active_bytes.store(0, Ordering::Relaxed);
-                removed.0 += 1;
-                removed.1 += len;
+            } else {
+                *closed = closed.saturating_sub(bytes);
             }
+            removed.0 += 1;
+            removed.1 += bytes;
         }
         if removed.0 > 0 {
             io::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
@@ -476,7 +493,7 @@ mod tests {
         let files = list_files(tmp.path()).expect("list");
         let before = wal.disk_bytes();
         // Checkpoint at 30: every file whose entries all are <= 30 goes.
-        let (removed, bytes) = wal.files().remove_through(30).expect("remove");
+        let (removed, bytes) = wal.files().remove_through(30, 0).expect("remove");
         let left = list_files(tmp.path()).expect("list");
         assert_eq!(removed, files.len() - left.len());
         assert!(removed > 0);
@@ -491,9 +508,47 @@ mod tests {
         // commit starts a new one and the sequence goes on.
         drop(wal);
         let (mut wal, _) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 30).expect("open");
-        wal.files().remove_through(50).expect("remove");
+        wal.files().remove_through(50, 0).expect("remove");
         assert!(list_files(tmp.path()).expect("list").is_empty());
         assert_eq!(wal.disk_bytes(), 0);
+        assert_eq!(wal.append(1, b"next"), 51);
+        wal.commit().expect("commit");
+        drop(wal);
+        let (_, found) = Wal::open(tmp.path(), Arc::new(StdBackend), 256, 50).expect("open");
+        assert_eq!(found.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![51]);
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_newest_covered_files_that_fit_the_retention_for_catch_up() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut wal, _) = open(tmp.path(), 256);
+        for i in 0..50u32 {
+            wal.append(1, &[i as u8; 40]);
+            wal.commit().expect("commit");
+        }
+        let sizes: Vec<u64> = list_files(tmp.path())
+            .expect("list")
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).expect("size").len())
+            .collect();
+        let last_two: u64 = sizes[sizes.len() - 2..].iter().sum();
+        // Everything is covered; room for the two newest files keeps exactly those.
+        let (removed, _) = wal.files().remove_through(50, last_two).expect("remove");
+        assert_eq!(removed, sizes.len() - 2);
+        let left = list_files(tmp.path()).expect("list");
+        assert_eq!(left.len(), 2);
+        let first = left[0].0;
+        assert!(first < 50, "entries below the checkpoint are kept");
+        match wal.files().read_from(first, 1 << 20).expect("read") {
+            Tail::Entries { last, .. } => assert_eq!(last, 50),
+            Tail::Gone => panic!("the retained tail can be read from {first}"),
+        }
+        assert!(matches!(
+            wal.files().read_from(first - 1, 1 << 20).expect("read"),
+            Tail::Gone
+        ));
+        // The log goes on in the kept file, and a reopen replays only what follows the
+        // checkpoint.
         assert_eq!(wal.append(1, b"next"), 51);
         wal.commit().expect("commit");
         drop(wal);
@@ -509,7 +564,7 @@ mod tests {
             wal.append(1, &[i as u8; 40]);
             wal.commit().expect("commit");
         }
-        wal.files().remove_through(15).expect("remove");
+        wal.files().remove_through(15, 0).expect("remove");
         drop(wal);
         let first = list_files(tmp.path()).expect("list")[0].0;
         assert!(first > 3);

@@ -200,7 +200,7 @@ mod tests {
                 last: 30
             }
         );
-        files.remove_through(20).expect("remove");
+        files.remove_through(20, 0).expect("remove");
         assert_eq!(files.read_from(2, 100).expect("read"), Tail::Gone);
     }
 
