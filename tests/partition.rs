@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use common::netns::{self, Net};
 use common::replicas::*;
 use common::*;
 use futures::TryStreamExt;
+use longbow_soak::netns::{self, Net};
 use serde_json::json;
 
 /// A DoPut straight to a shard node, as a coordinator holding epoch `epoch` would send it.

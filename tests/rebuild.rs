@@ -17,18 +17,6 @@ use common::replicas::*;
 use common::*;
 use serde_json::{json, Value};
 
-/// Which of `nodes` holds shard 0's primary, by position.
-async fn primary_of(c: &mut arrow_flight::FlightClient, nodes: &[Node]) -> usize {
-    let ids = node_ids(c).await;
-    let primary = stats(c).await["per_shard"][0]["primary"]
-        .as_u64()
-        .expect("primary");
-    nodes
-        .iter()
-        .position(|n| ids[&n.addr] == primary)
-        .expect("a node we started")
-}
-
 /// Wait (bounded) until shard 0's primary is no longer `old`.
 async fn wait_failover(c: &mut arrow_flight::FlightClient, old: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -65,22 +53,9 @@ async fn put_until_acked(c: &mut arrow_flight::FlightClient, lo: u64, hi: u64, s
 async fn a_backup_whose_node_stays_dead_is_rebuilt_on_another_node_and_the_old_copy_is_dropped_when_it_returns(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, data_uri, internal) = coordinator_with(
-        &dir.path().join("coordinator"),
-        &["--replica-timeout-secs", "3"],
-    );
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
-        .collect();
-    let mut c = connect(&data_uri).await;
-    wait_live(&mut c, 3).await;
-    action(
-        &mut c,
-        "CreateNamespace",
-        json!({"name": NS, "dim": DIM, "shards": 1, "replication_factor": 2}),
-    )
-    .await
-    .expect("create");
+    let (mut coord, mut c, internal, mut nodes) =
+        start_cluster(dir.path(), 3, &["--replica-timeout-secs", "3"], &[]).await;
+    create_namespace(&mut c, 1, 2).await;
     put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
     // A checkpoint deletes the WAL it covers: the new replica needs the segment files.
     action(&mut c, "Checkpoint", json!({ "namespace": NS }))
@@ -92,7 +67,7 @@ async fn a_backup_whose_node_stays_dead_is_rebuilt_on_another_node_and_the_old_c
     let mut acked: BTreeMap<u64, f32> = values(0, 300, 0).chain(values(250, 400, 1)).collect();
     let ids = node_ids(&mut c).await;
     let id_of = |n: &Node| ids[&n.addr];
-    let primary = primary_of(&mut c, &nodes).await;
+    let primary = primary_of(&mut c, &nodes, 0).await;
     let first = stats(&mut c).await;
     let members: Vec<u64> = std::iter::once(&first["per_shard"][0]["primary"])
         .chain(
@@ -168,19 +143,8 @@ async fn a_backup_whose_node_stays_dead_is_rebuilt_on_another_node_and_the_old_c
 async fn a_snapshot_of_a_replicated_namespace_restores_with_backups_built_from_the_restored_primaries(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
-        .collect();
-    let mut c = connect(&data_uri).await;
-    wait_live(&mut c, 2).await;
-    action(
-        &mut c,
-        "CreateNamespace",
-        json!({"name": NS, "dim": DIM, "shards": 2, "replication_factor": 2}),
-    )
-    .await
-    .expect("create");
+    let (mut coord, mut c, _, mut nodes) = start_cluster(dir.path(), 2, &[], &[]).await;
+    create_namespace(&mut c, 2, 2).await;
     put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
     let snap = action(&mut c, "Snapshot", json!({ "namespace": NS }))
         .await
@@ -216,7 +180,7 @@ async fn a_snapshot_of_a_replicated_namespace_restores_with_backups_built_from_t
 
     // Whichever node dies, the other holds every row of both shards.
     let ids = node_ids(&mut c).await;
-    let victim = primary_of(&mut c, &nodes).await;
+    let victim = primary_of(&mut c, &nodes, 0).await;
     nodes[victim].child.kill().expect("kill -9");
     let _ = nodes[victim].child.wait();
     wait_failover(&mut c, ids[&nodes[victim].addr]).await;
@@ -243,12 +207,7 @@ async fn a_snapshot_of_a_replicated_namespace_restores_with_backups_built_from_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_deleted_while_a_node_was_away_never_comes_back_in_a_new_one_of_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
-        .collect();
-    let mut c = connect(&data_uri).await;
-    wait_live(&mut c, 2).await;
+    let (mut coord, mut c, internal, mut nodes) = start_cluster(dir.path(), 2, &[], &[]).await;
     let create = json!({"name": NS, "dim": DIM, "shards": 2, "replication_factor": 1});
     action(&mut c, "CreateNamespace", create.clone())
         .await

@@ -25,12 +25,7 @@ use serde_json::json;
 async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node_rejoins_as_a_caught_up_backup(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
-        .collect();
-    let mut c = connect(&data_uri).await;
-    wait_live(&mut c, 3).await;
+    let (mut coord, mut c, internal, mut nodes) = start_cluster(dir.path(), 3, &[], &[]).await;
     let refused = action(
         &mut c,
         "CreateNamespace",
@@ -44,13 +39,7 @@ async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node
         "{}",
         refused.message()
     );
-    action(
-        &mut c,
-        "CreateNamespace",
-        json!({"name": NS, "dim": DIM, "shards": 2, "replication_factor": 3}),
-    )
-    .await
-    .expect("create");
+    create_namespace(&mut c, 2, 3).await;
 
     // Acknowledged means durable on every in-sync replica: their LSNs match at once.
     put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
@@ -181,37 +170,15 @@ async fn killing_a_primary_under_writes_loses_no_acknowledged_write_and_the_node
 async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_wal_and_can_take_over(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
     // No WAL retention: the checkpoint deletes what the backup lacks.
     let no_retention = ["--wal-retention-bytes", "0"];
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| {
-            start_node_with(
-                &dir.path().join(format!("shard-{i}")),
-                &internal,
-                &no_retention,
-            )
-        })
-        .collect();
-    let mut c = connect(&data_uri).await;
-    wait_live(&mut c, 2).await;
-    action(
-        &mut c,
-        "CreateNamespace",
-        json!({"name": NS, "dim": DIM, "shards": 1, "replication_factor": 2}),
-    )
-    .await
-    .expect("create");
+    let (mut coord, mut c, internal, mut nodes) =
+        start_cluster(dir.path(), 2, &[], &no_retention).await;
+    create_namespace(&mut c, 1, 2).await;
     put(&mut c, NS, vec![batch(0, 400, 0)]).await.expect("put");
     let mut acked: BTreeMap<u64, f32> = values(0, 400, 0).collect();
     let ids = node_ids(&mut c).await;
-    let primary_id = stats(&mut c).await["per_shard"][0]["primary"]
-        .as_u64()
-        .expect("primary");
-    let primary = nodes
-        .iter()
-        .position(|n| ids[&n.addr] == primary_id)
-        .expect("ours");
+    let primary = primary_of(&mut c, &nodes, 0).await;
     let backup = 1 - primary;
     let backup_id = ids[&nodes[backup].addr];
 
@@ -300,29 +267,11 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_away_during_a_checkpoint_catches_up_from_the_retained_wal_without_a_transfer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, data_uri, internal) = coordinator(&dir.path().join("coordinator"));
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| start_node(&dir.path().join(format!("shard-{i}")), &internal))
-        .collect();
-    let mut c = connect(&data_uri).await;
-    wait_live(&mut c, 2).await;
-    action(
-        &mut c,
-        "CreateNamespace",
-        json!({"name": NS, "dim": DIM, "shards": 1, "replication_factor": 2}),
-    )
-    .await
-    .expect("create");
+    let (mut coord, mut c, internal, mut nodes) = start_cluster(dir.path(), 2, &[], &[]).await;
+    create_namespace(&mut c, 1, 2).await;
     put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
     let mut acked: BTreeMap<u64, f32> = values(0, 300, 0).collect();
-    let ids = node_ids(&mut c).await;
-    let primary_id = stats(&mut c).await["per_shard"][0]["primary"]
-        .as_u64()
-        .expect("primary");
-    let primary = nodes
-        .iter()
-        .position(|n| ids[&n.addr] == primary_id)
-        .expect("ours");
+    let primary = primary_of(&mut c, &nodes, 0).await;
     let backup = 1 - primary;
 
     // The backup is away while the primary writes and checkpoints everything it has.

@@ -8,8 +8,9 @@
 //! Markdown) and exits 0 only when every check passed.
 //!
 //! Faults are one at a time: each trial waits until every replica set is whole and caught
-//! up, hits one node, holds the fault, heals it. Network partitions need network namespaces
-//! and are tested in `tests/partition.rs`.
+//! up, hits one node, holds the fault, heals it. Where it can create network namespaces (as
+//! root, with `ip` and `nft`) every process runs in one of its own and partitions are among
+//! the faults; `--partitions off` keeps everything on loopback.
 
 mod checks;
 mod probe;
@@ -21,10 +22,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use longbow_soak::client::Client;
-use longbow_soak::cluster::Cluster;
+use longbow_soak::cluster::{Cluster, Spec};
+use longbow_soak::netns::{self, Net};
 use longbow_soak::workload::{self, Run, Settings};
 use longbow_soak::{audit, machine};
 use parking_lot::Mutex;
@@ -108,6 +110,11 @@ struct Args {
     /// Lowest acceptable recall@k after healing.
     #[arg(long, default_value_t = 0.95)]
     min_recall: f64,
+    /// Partitions among the faults: `auto` (when network namespaces can be created), `on`
+    /// (fail if they cannot) or `off`.
+    #[arg(long, default_value = "auto",
+          value_parser = clap::builder::PossibleValuesParser::new(["auto", "on", "off"]))]
+    partitions: String,
     /// Log filter (`LONGBOW_LOG`) of the cluster's processes (logs in `<out>/cluster/`).
     #[arg(long, default_value = "warn")]
     log: String,
@@ -226,15 +233,18 @@ async fn trial(
         bail!("no node holds a primary: {stats}");
     };
     let victim = victim.clone();
-    let at = Instant::now();
     match plan.kind {
         FaultKind::Kill => cluster.kill(&victim)?,
         FaultKind::Pause => cluster.pause(&victim)?,
+        FaultKind::Partition => cluster.partition(&victim)?,
     }
+    // Timed from when the fault is in place (loading nftables rules takes a moment).
+    let at = Instant::now();
     tokio::time::sleep(plan.hold).await;
     match plan.kind {
         FaultKind::Kill => cluster.restart(&victim)?,
         FaultKind::Pause => cluster.resume(&victim)?,
+        FaultKind::Partition => cluster.heal(&victim)?,
     }
     let (whole, _) = checks::wait_whole(client, "chaos", rf, within).await?;
     eprintln!(
@@ -271,14 +281,28 @@ async fn chaos(args: &Args) -> Result<Report> {
         format!("--node-failure-timeout-ms={}", args.node_failure_timeout_ms),
         "--request-timeout-secs=10".to_string(),
     ];
-    let mut cluster = Cluster::start(
-        &args.binary,
-        &dir,
-        args.nodes as usize,
-        &shard_args,
-        &coordinator_args,
-        &args.log,
-    )?;
+    let net = match (args.partitions.as_str(), netns::available()) {
+        ("off", _) => None,
+        (_, Ok(())) => Some(Net::new(args.nodes as usize + 1).map_err(|e| anyhow!(e))?),
+        ("on", Err(why)) => bail!("--partitions on: {why}"),
+        (_, Err(why)) => {
+            eprintln!("no partitions in this run: {why}");
+            None
+        }
+    };
+    let mut kinds = vec![FaultKind::Kill, FaultKind::Pause];
+    if net.is_some() {
+        kinds.push(FaultKind::Partition);
+    }
+    let mut cluster = Cluster::start_spec(Spec {
+        binary: &args.binary,
+        dir: &dir,
+        shards: args.nodes as usize,
+        shard_args: &shard_args,
+        coordinator_args: &coordinator_args,
+        log: &args.log,
+        net,
+    })?;
     let mut client = Client::connect(&cluster.data, &cluster.meta).await?;
     client.wait_live(args.nodes as usize).await?;
     let load = start_load(args, &cluster, &mut client).await?;
@@ -286,8 +310,11 @@ async fn chaos(args: &Args) -> Result<Report> {
     let plan = schedule::plan(
         args.seed,
         args.trials as usize,
-        Duration::from_millis(args.hold_min_ms),
-        Duration::from_millis(args.hold_max_ms),
+        (
+            Duration::from_millis(args.hold_min_ms),
+            Duration::from_millis(args.hold_max_ms),
+        ),
+        &kinds,
     );
     let mut trials = Vec::new();
     let mut failures = Vec::new();
@@ -338,9 +365,9 @@ async fn chaos(args: &Args) -> Result<Report> {
     let mut report = Report {
         machine: machine(),
         settings: serde_json::to_value(args)?,
-        resumption: [FaultKind::Kill, FaultKind::Pause]
-            .into_iter()
-            .map(|k| report::resumption(&trials, k))
+        resumption: kinds
+            .iter()
+            .map(|k| report::resumption(&trials, *k))
             .collect(),
         trials,
         acknowledged: oracle.seq,

@@ -14,6 +14,9 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP (a node that hangs with its sockets open), then SIGCONT.
     Pause,
+    /// Every packet between the node and the rest of the cluster dropped (nftables in its
+    /// network namespace), then let through again.
+    Partition,
 }
 
 impl FaultKind {
@@ -22,6 +25,7 @@ impl FaultKind {
         match self {
             FaultKind::Kill => "kill -9 + restart",
             FaultKind::Pause => "SIGSTOP + SIGCONT",
+            FaultKind::Partition => "partition + heal",
         }
     }
 }
@@ -45,19 +49,20 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// `trials` trials from `seed`: kills and pauses in about equal numbers, each held for a time
-/// in `hold_min..=hold_max`.
-pub fn plan(seed: u64, trials: usize, hold_min: Duration, hold_max: Duration) -> Vec<Planned> {
+/// `trials` trials from `seed`: each of `kinds` in about equal numbers, each held for a
+/// time in `hold_min..=hold_max`.
+pub fn plan(
+    seed: u64,
+    trials: usize,
+    (hold_min, hold_max): (Duration, Duration),
+    kinds: &[FaultKind],
+) -> Vec<Planned> {
     let mut rng = SplitMix(seed ^ 0xC4A0_5EED);
     let span = hold_max.saturating_sub(hold_min).as_millis() as usize;
     (0..trials)
         .map(|trial| Planned {
             trial,
-            kind: if rng.below(2) == 0 {
-                FaultKind::Kill
-            } else {
-                FaultKind::Pause
-            },
+            kind: kinds[rng.below(kinds.len())],
             pick: rng.below(1 << 16),
             hold: hold_min + Duration::from_millis(rng.below(span + 1) as u64),
         })
@@ -71,9 +76,10 @@ mod tests {
     #[test]
     fn a_seed_gives_one_schedule_and_holds_stay_in_bounds() {
         let (lo, hi) = (Duration::from_secs(2), Duration::from_secs(5));
-        let a = plan(7, 40, lo, hi);
-        let b = plan(7, 40, lo, hi);
-        let c = plan(8, 40, lo, hi);
+        let kinds = [FaultKind::Kill, FaultKind::Pause];
+        let a = plan(7, 40, (lo, hi), &kinds);
+        let b = plan(7, 40, (lo, hi), &kinds);
+        let c = plan(8, 40, (lo, hi), &kinds);
         let key = |p: &[Planned]| -> Vec<(FaultKind, usize, Duration)> {
             p.iter().map(|t| (t.kind, t.pick, t.hold)).collect()
         };
@@ -82,5 +88,12 @@ mod tests {
         assert!(a.iter().all(|t| (lo..=hi).contains(&t.hold)));
         let kills = a.iter().filter(|t| t.kind == FaultKind::Kill).count();
         assert!((10..=30).contains(&kills), "both kinds are drawn: {kills}");
+        let all = plan(
+            7,
+            60,
+            (lo, hi),
+            &[FaultKind::Kill, FaultKind::Pause, FaultKind::Partition],
+        );
+        assert!(all.iter().any(|t| t.kind == FaultKind::Partition));
     }
 }

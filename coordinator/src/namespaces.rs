@@ -473,22 +473,30 @@ impl Coordinator {
             let Ok(addr) = self.member_addr(meta, shard, node) else {
                 continue;
             };
-            let key = ReplicaKey {
-                namespace: name.to_string(),
-                shard,
-            };
-            match self
-                .shards
-                .action::<serde_json::Value>(&addr, ACTION_DROP_REPLICA, &key)
-                .await
-            {
-                Ok(_) => {}
-                Err(CoordinatorError::Shard { status, .. })
-                    if status.code() == tonic::Code::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(namespace = name, shard, error = %e, "dropping a replica failed; its files stay until retried")
-                }
+            if let Err(e) = self.drop_replica_at(&addr).await {
+                tracing::warn!(namespace = name, shard, error = %e, "dropping a replica failed; its files stay until retried")
             }
+        }
+    }
+
+    /// Drop the replica `to` names, and its files; one that is not there counts as dropped.
+    pub(crate) async fn drop_replica_at(&self, to: &crate::node::ShardTarget) -> Result<()> {
+        let key = ReplicaKey {
+            namespace: to.namespace.clone(),
+            shard: to.shard,
+        };
+        match self
+            .shards
+            .action::<serde_json::Value>(to, ACTION_DROP_REPLICA, &key)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CoordinatorError::Shard { status, .. })
+                if status.code() == tonic::Code::NotFound =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -16,7 +16,6 @@
 use std::time::{Duration, Instant};
 
 use longbow_common::replication_api::ReplicaStatus;
-use longbow_common::shard_api::{ReplicaKey, ACTION_DROP_REPLICA};
 
 use crate::catalog::{
     least_loaded_outside, Catalog, CatalogCommand, NamespaceMeta, NodeId, ReplicaSet,
@@ -110,20 +109,7 @@ impl Coordinator {
             node: *node,
             addr,
         };
-        let key = ReplicaKey {
-            namespace: namespace.clone(),
-            shard: *shard,
-        };
-        match self
-            .shards
-            .action::<serde_json::Value>(&to, ACTION_DROP_REPLICA, &key)
-            .await
-        {
-            Ok(_) => {}
-            Err(CoordinatorError::Shard { status, .. })
-                if status.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        self.drop_replica_at(&to).await?;
         self.strays
             .lock()
             .remove(&(namespace.clone(), *shard, *node));

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::netns::Net;
+
 /// Where a process's `/metrics` is, and what to call it in reports.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Endpoint {
@@ -24,6 +26,7 @@ pub struct Endpoint {
 /// A process this harness started: how to start it again, and its state.
 struct Started {
     name: String,
+    program: PathBuf,
     cmd: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -35,8 +38,8 @@ struct Started {
 }
 
 impl Started {
-    fn command(&self, binary: &Path) -> Command {
-        let mut cmd = Command::new(binary);
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
         cmd.args(&self.cmd);
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -63,8 +66,9 @@ pub struct Cluster {
     pub meta: String,
     /// Every process's HTTP endpoint.
     pub endpoints: Vec<Endpoint>,
-    binary: PathBuf,
     children: Vec<Started>,
+    /// The namespaces the processes run in (dropped after they stop).
+    net: Option<Net>,
 }
 
 fn word(line: &str, key: &str) -> Result<String> {
@@ -110,73 +114,108 @@ fn spawn(mut cmd: Command, log: &Path) -> Result<(Child, String)> {
     Ok((child, line))
 }
 
+/// What to start: the binary, where, how many shard nodes, their extra arguments and log
+/// filter, and whether each process gets a network namespace of its own.
+pub struct Spec<'a> {
+    /// The `longbow` binary.
+    pub binary: &'a Path,
+    /// Data directories and logs go under it.
+    pub dir: &'a Path,
+    /// Shard nodes.
+    pub shards: usize,
+    /// Arguments added to every shard node (for example storage settings).
+    pub shard_args: &'a [String],
+    /// Arguments added to the coordinator.
+    pub coordinator_args: &'a [String],
+    /// `LONGBOW_LOG` of every process; logs go to `<dir>/<process>.log`.
+    pub log: &'a str,
+    /// Run the coordinator in member 0's namespace and shard node `i` in member `i + 1`'s,
+    /// so nodes can be partitioned ([`Cluster::partition`]); `None`: all on loopback.
+    pub net: Option<Net>,
+}
+
 impl Cluster {
-    /// Start a coordinator (with `coordinator_extra` arguments) and `shards` shard nodes
-    /// (each with `extra` arguments, for example storage settings) from `binary` under `dir`.
-    /// `log` is their `LONGBOW_LOG` filter; logs go to `<dir>/<process>.log`.
+    /// Start a coordinator and `shards` shard nodes from `binary` under `dir`, on loopback,
+    /// with `extra` arguments for every shard node. `log` is their `LONGBOW_LOG` filter; logs
+    /// go to `<dir>/<process>.log`.
     pub fn start(
         binary: &Path,
         dir: &Path,
         shards: usize,
         extra: &[String],
-        coordinator_extra: &[String],
         log: &str,
     ) -> Result<Cluster> {
+        Cluster::start_spec(Spec {
+            binary,
+            dir,
+            shards,
+            shard_args: extra,
+            coordinator_args: &[],
+            log,
+            net: None,
+        })
+    }
+
+    /// Start the cluster `spec` describes.
+    pub fn start_spec(spec: Spec<'_>) -> Result<Cluster> {
+        let dir = spec.dir;
         std::fs::create_dir_all(dir)?;
-        let mut coordinator: Vec<std::ffi::OsString> = [
-            "coordinator",
-            "--data-port",
-            "0",
-            "--meta-port",
-            "0",
-            "--internal-port",
-            "0",
-            "--http-port",
-            "0",
-        ]
-        .iter()
-        .map(Into::into)
-        .collect();
-        coordinator.push("--data-dir".into());
-        coordinator.push(dir.join("coordinator").into());
-        coordinator.extend(coordinator_extra.iter().map(Into::into));
+        let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        let host = |i: usize| spec.net.as_ref().map(|n| n.addr(i));
+        let mut coordinator = os(&["coordinator", "--data-port", "0", "--meta-port", "0"]);
+        coordinator.extend(os(&["--internal-port", "0", "--http-port", "0"]));
+        coordinator.extend(["--data-dir".into(), dir.join("coordinator").into()]);
+        if let Some(h) = host(0) {
+            coordinator.extend(["--host".into(), h.into()]);
+        }
+        coordinator.extend(spec.coordinator_args.iter().map(Into::into));
         let mut cluster = Cluster {
             data: String::new(),
             meta: String::new(),
             endpoints: Vec::new(),
-            binary: binary.to_path_buf(),
             children: Vec::new(),
+            net: None,
         };
-        let env = vec![("LONGBOW_LOG".to_string(), log.to_string())];
-        let line = cluster.launch("coordinator", coordinator, env.clone(), dir)?;
+        let env = vec![("LONGBOW_LOG".to_string(), spec.log.to_string())];
+        let run = |i: usize, args: Vec<std::ffi::OsString>| match &spec.net {
+            Some(net) => {
+                let (program, mut wrapped) = net.wrap(i, spec.binary);
+                wrapped.extend(args);
+                (PathBuf::from(program), wrapped)
+            }
+            None => (spec.binary.to_path_buf(), args),
+        };
+        let line = cluster.launch("coordinator", run(0, coordinator), env.clone(), dir)?;
         cluster.data = word(&line, "data")?;
         cluster.meta = word(&line, "meta")?;
         let internal = word(&line, "internal")?;
-        for i in 0..shards {
+        for i in 0..spec.shards {
             let name = format!("shard-{i}");
-            let mut args: Vec<std::ffi::OsString> =
-                ["shard", "--listen", "127.0.0.1:0", "--http-port", "0"]
-                    .iter()
-                    .map(Into::into)
-                    .collect();
+            let listen = match host(i + 1) {
+                Some(h) => format!("{h}:0"),
+                None => "127.0.0.1:0".to_string(),
+            };
+            let mut args = os(&["shard", "--listen", &listen, "--http-port", "0"]);
             args.extend(["--coordinator".into(), internal.clone().into()]);
             args.extend(["--data-dir".into(), dir.join(&name).into()]);
-            args.extend(extra.iter().map(Into::into));
-            cluster.launch(&name, args, env.clone(), dir)?;
+            args.extend(spec.shard_args.iter().map(Into::into));
+            cluster.launch(&name, run(i + 1, args), env.clone(), dir)?;
         }
+        cluster.net = spec.net;
         Ok(cluster)
     }
 
-    /// Start process `name` with `cmd` and record it; the line it printed first.
+    /// Start process `name` (`program` with `cmd`) and record it; the line it printed first.
     fn launch(
         &mut self,
         name: &str,
-        cmd: Vec<std::ffi::OsString>,
+        (program, cmd): (PathBuf, Vec<std::ffi::OsString>),
         env: Vec<(String, String)>,
         dir: &Path,
     ) -> Result<String> {
         let mut p = Started {
             name: name.to_string(),
+            program,
             cmd,
             env,
             log: dir.join(format!("{name}.log")),
@@ -184,7 +223,7 @@ impl Cluster {
             paused: false,
             flight: None,
         };
-        let (child, line) = spawn(p.command(&self.binary), &p.log)?;
+        let (child, line) = spawn(p.command(), &p.log)?;
         p.child = Some(child);
         p.flight = word(&line, "flight").ok();
         self.endpoints.push(Endpoint {
@@ -201,8 +240,8 @@ impl Cluster {
             data,
             meta,
             endpoints,
-            binary: PathBuf::new(),
             children: Vec::new(),
+            net: None,
         }
     }
 
@@ -247,12 +286,11 @@ impl Cluster {
 
     /// Start a killed process `name` again on its data directory (on new ports).
     pub fn restart(&mut self, name: &str) -> Result<()> {
-        let binary = self.binary.clone();
         let p = self.process(name)?;
         if p.child.is_some() {
             bail!("{name} is running");
         }
-        let (child, line) = spawn(p.command(&binary), &p.log)?;
+        let (child, line) = spawn(p.command(), &p.log)?;
         p.child = Some(child);
         p.flight = word(&line, "flight").ok();
         let http = word(&line, "http")?;
@@ -276,6 +314,32 @@ impl Cluster {
         p.signal(libc::SIGCONT);
         p.paused = false;
         Ok(())
+    }
+
+    /// Cut shard node `name` off from the coordinator and the other nodes (nftables drops in
+    /// its namespace); only for a cluster started with namespaces.
+    pub fn partition(&mut self, name: &str) -> Result<()> {
+        let (net, i) = self.member(name)?;
+        net.partition(i).map_err(|e| anyhow!(e))
+    }
+
+    /// Undo [`Cluster::partition`].
+    pub fn heal(&mut self, name: &str) -> Result<()> {
+        let (net, i) = self.member(name)?;
+        net.heal(i).map_err(|e| anyhow!(e))
+    }
+
+    fn member(&self, name: &str) -> Result<(&Net, usize)> {
+        let net = self
+            .net
+            .as_ref()
+            .ok_or_else(|| anyhow!("the cluster runs without network namespaces"))?;
+        let i = self
+            .children
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| anyhow!("no process {name} was started by this harness"))?;
+        Ok((net, i))
     }
 
     /// Whether every process this harness started (and did not kill) is still running.

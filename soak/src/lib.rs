@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod client;
 pub mod cluster;
+pub mod netns;
 pub mod oracle;
 pub mod plot;
 pub mod report;

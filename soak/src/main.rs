@@ -142,7 +142,6 @@ fn cluster(args: &Args) -> Result<Cluster> {
             &dir,
             args.shards as usize,
             &args.shard_args,
-            &[],
             &args.log,
         );
     }

@@ -16,7 +16,6 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 
-pub mod netns;
 pub mod replicas;
 
 /// `longbow coordinator` on free loopback ports (add `--data-dir`).

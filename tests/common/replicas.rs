@@ -144,3 +144,44 @@ pub async fn replica_stats(addr: &str, shard: u64) -> Value {
     .await
     .expect("replica stats")
 }
+
+/// Start a coordinator (with `coordinator_args`) and `n` shard nodes (with `node_args`)
+/// under `dir`, and wait until all are live: the coordinator, a client of it, its internal
+/// address and the nodes.
+pub async fn start_cluster(
+    dir: &Path,
+    n: usize,
+    coordinator_args: &[&str],
+    node_args: &[&str],
+) -> (Child, FlightClient, String, Vec<Node>) {
+    let (coord, data_uri, internal) = coordinator_with(&dir.join("coordinator"), coordinator_args);
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| start_node_with(&dir.join(format!("shard-{i}")), &internal, node_args))
+        .collect();
+    let mut c = connect(&data_uri).await;
+    wait_live(&mut c, n).await;
+    (coord, c, internal, nodes)
+}
+
+/// Create the test namespace with `shards` shards of `rf` replicas.
+pub async fn create_namespace(c: &mut FlightClient, shards: u32, rf: u32) {
+    action(
+        c,
+        "CreateNamespace",
+        json!({"name": NS, "dim": DIM, "shards": shards, "replication_factor": rf}),
+    )
+    .await
+    .expect("create the test namespace");
+}
+
+/// Which of `nodes` holds shard `shard`'s primary, by position.
+pub async fn primary_of(c: &mut FlightClient, nodes: &[Node], shard: usize) -> usize {
+    let ids = node_ids(c).await;
+    let primary = stats(c).await["per_shard"][shard]["primary"]
+        .as_u64()
+        .expect("primary");
+    nodes
+        .iter()
+        .position(|n| ids[&n.addr] == primary)
+        .expect("a node we started")
+}

@@ -1,8 +1,9 @@
-//! Network namespaces for partition tests: one namespace per process, each with a veth pair
-//! into a bridge in the test's own namespace (which holds the bridge's address, so the test
+//! Network namespaces for partitions: one namespace per process, each with a veth pair into
+//! a bridge in the caller's own namespace (which holds the bridge's address, so the caller
 //! reaches every process). A member is partitioned by an nftables table in its namespace
-//! that drops everything except loopback and the test's own address; deleting the table
-//! heals it. Everything is removed when the [`Net`] is dropped.
+//! that drops everything except loopback and the caller's address; deleting the table heals
+//! it. Everything is removed when the [`Net`] is dropped. Used by the chaos harness and by
+//! `tests/partition.rs`.
 //!
 //! Needs root (`ip netns`, `nft`).
 
@@ -29,8 +30,8 @@ fn run(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether this process may create network namespaces (it runs as root); the reason when
-/// it may not.
+/// Whether this process may create network namespaces (it runs as root, with `ip` and
+/// `nft`); the reason when it may not.
 pub fn available() -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -98,10 +99,22 @@ impl Net {
         format!("{}.{}", self.subnet, i + 1)
     }
 
-    /// `binary args…` run inside member `i`'s namespace.
+    /// The program and leading arguments that run `binary` inside member `i`'s namespace.
+    pub fn wrap(&self, i: usize, binary: &std::path::Path) -> (String, Vec<std::ffi::OsString>) {
+        let args = [
+            "netns".into(),
+            "exec".into(),
+            self.ns(i).into(),
+            binary.into(),
+        ];
+        ("ip".to_string(), args.to_vec())
+    }
+
+    /// `binary` run inside member `i`'s namespace (add its arguments).
     pub fn command(&self, i: usize, binary: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(i), binary]);
+        let (program, args) = self.wrap(i, std::path::Path::new(binary));
+        let mut cmd = Command::new(program);
+        cmd.args(args);
         cmd
     }
 
