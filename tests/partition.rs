@@ -60,7 +60,8 @@ async fn a_partitioned_primary_cannot_acknowledge_and_rejoins_as_a_caught_up_bac
         .args(["--host", &net.addr(0), "--data-dir"])
         .arg(dir.path().join("coordinator"))
         .env("LONGBOW_LOG", "warn");
-    let (mut coord, line) = spawn_until_first_line(cmd);
+    let (coord, line) = spawn_until_first_line(cmd);
+    let mut coord = Proc(coord);
     let (data_uri, internal) = (
         format!("http://{}", word(&line, "data")),
         word(&line, "internal"),

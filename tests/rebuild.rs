@@ -53,8 +53,13 @@ async fn put_until_acked(c: &mut arrow_flight::FlightClient, lo: u64, hi: u64, s
 async fn a_backup_whose_node_stays_dead_is_rebuilt_on_another_node_and_the_old_copy_is_dropped_when_it_returns(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut coord, mut c, internal, mut nodes) =
-        start_cluster(dir.path(), 3, &["--replica-timeout-secs", "3"], &[]).await;
+    let (mut coord, mut c, internal, mut nodes) = start_cluster(
+        dir.path(),
+        3,
+        &["--replica-timeout-secs", "3"],
+        &NO_RETENTION,
+    )
+    .await;
     create_namespace(&mut c, 1, 2).await;
     put(&mut c, NS, vec![batch(0, 300, 0)]).await.expect("put");
     // A checkpoint deletes the WAL it covers: the new replica needs the segment files.
@@ -107,7 +112,11 @@ async fn a_backup_whose_node_stays_dead_is_rebuilt_on_another_node_and_the_old_c
     );
 
     // The old node returns: its copy belongs to no shard any more and is dropped.
-    nodes[backup] = start_node(&dir.path().join(format!("shard-{backup}")), &internal);
+    nodes[backup] = start_node_with(
+        &dir.path().join(format!("shard-{backup}")),
+        &internal,
+        &NO_RETENTION,
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = hosted(&nodes[backup].addr).await;

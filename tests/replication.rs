@@ -171,9 +171,8 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     // No WAL retention: the checkpoint deletes what the backup lacks.
-    let no_retention = ["--wal-retention-bytes", "0"];
     let (mut coord, mut c, internal, mut nodes) =
-        start_cluster(dir.path(), 2, &[], &no_retention).await;
+        start_cluster(dir.path(), 2, &[], &NO_RETENTION).await;
     create_namespace(&mut c, 1, 2).await;
     put(&mut c, NS, vec![batch(0, 400, 0)]).await.expect("put");
     let mut acked: BTreeMap<u64, f32> = values(0, 400, 0).collect();
@@ -224,7 +223,7 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
     nodes[backup] = start_node_with(
         &dir.path().join(format!("shard-{backup}")),
         &internal,
-        &no_retention,
+        &NO_RETENTION,
     );
     let s = wait_converged(&mut c, 2).await;
     assert_eq!(s["count"].as_u64(), Some(acked.len() as u64), "{s}");

@@ -16,11 +16,25 @@ pub const DIM: usize = 4;
 /// The test namespace.
 pub const NS: &str = "rep";
 
-/// A shard node we started: its process, its shard API address and its HTTP address.
+/// Shard node flags for checkpoints that keep no WAL, so a replica built or caught up after
+/// one needs the primary's segment files.
+pub const NO_RETENTION: [&str; 2] = ["--wal-retention-bytes", "0"];
+
+/// A shard node we started: its process, its shard API address and its HTTP address. A
+/// node still running when dropped (a test that failed half-way) is killed.
 pub struct Node {
     pub child: Child,
     pub addr: String,
     pub http: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 pub fn start_node(dir: &Path, coordinator: &str) -> Node {
@@ -153,8 +167,9 @@ pub async fn start_cluster(
     n: usize,
     coordinator_args: &[&str],
     node_args: &[&str],
-) -> (Child, FlightClient, String, Vec<Node>) {
+) -> (Proc, FlightClient, String, Vec<Node>) {
     let (coord, data_uri, internal) = coordinator_with(&dir.join("coordinator"), coordinator_args);
+    let coord = Proc(coord);
     let nodes: Vec<Node> = (0..n)
         .map(|i| start_node_with(&dir.join(format!("shard-{i}")), &internal, node_args))
         .collect();
