@@ -109,6 +109,16 @@ pub fn resumption(trials: &[Trial], kind: FaultKind) -> Resumption {
     }
 }
 
+impl longbow_soak::Outcome for Report {
+    fn markdown(&self) -> String {
+        Report::markdown(self)
+    }
+
+    fn passed(&self) -> bool {
+        self.passed
+    }
+}
+
 impl Report {
     /// Decide pass or fail from the checks.
     pub fn judge(&mut self) {

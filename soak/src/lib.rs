@@ -29,3 +29,40 @@ pub fn machine() -> String {
         if avx512 { "AVX-512F" } else { "no AVX-512F" }
     )
 }
+
+/// What a harness run reports: its Markdown, and whether it passed.
+pub trait Outcome {
+    /// The report as Markdown.
+    fn markdown(&self) -> String;
+    /// Whether every check passed.
+    fn passed(&self) -> bool;
+}
+
+impl Outcome for report::Report {
+    fn markdown(&self) -> String {
+        report::Report::markdown(self)
+    }
+
+    fn passed(&self) -> bool {
+        self.passed
+    }
+}
+
+/// Run a harness on a two-thread runtime, print its report (written to `out`), and exit
+/// with status 1 unless it passed, so CI can run it as a check.
+pub fn run_to_exit<R: Outcome>(
+    out: &std::path::Path,
+    run: impl std::future::Future<Output = anyhow::Result<R>>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run)?;
+    print!("{}", report.markdown());
+    eprintln!("report in {}", out.display());
+    if !report.passed() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -263,15 +263,5 @@ async fn soak(args: &Args) -> Result<Report> {
 fn main() -> Result<()> {
     let args = Args::parse();
     check(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let report = rt.block_on(soak(&args))?;
-    print!("{}", report.markdown());
-    eprintln!("report in {}", args.out.display());
-    if !report.passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    longbow_soak::run_to_exit(&args.out, soak(&args))
 }
