@@ -80,6 +80,11 @@ pub struct ReplicaConfig {
     pub in_sync: Vec<u64>,
     /// Coordinators' internal addresses, for in-sync changes.
     pub coordinators: Vec<String>,
+    /// The catalog's version of the replica set, bumped by every change of it (promotion,
+    /// in-sync change, replaced member): a replica ignores a configuration older than one it
+    /// has seen, such as a push computed before its own in-sync change but delivered after.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl ReplicaConfig {

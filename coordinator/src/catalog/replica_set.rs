@@ -21,6 +21,10 @@ pub struct ReplicaSet {
     /// Bumped on every change of primary; replicas refuse writes and entries from an older
     /// epoch.
     pub epoch: u64,
+    /// Bumped on every change of the set (0 in catalogs written before it): replicas ignore
+    /// configurations of an older version.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl ReplicaSet {
@@ -33,6 +37,7 @@ impl ReplicaSet {
             backups,
             in_sync,
             epoch: 1,
+            version: 0,
         }
     }
 
@@ -87,6 +92,7 @@ impl ReplicaSet {
         self.in_sync.retain(|n| *n != primary);
         self.in_sync.insert(0, primary);
         self.epoch += 1;
+        self.version += 1;
         CatalogResponse::Ok
     }
 
@@ -109,6 +115,7 @@ impl ReplicaSet {
             .collect();
         next.dedup();
         self.in_sync = next;
+        self.version += 1;
         CatalogResponse::Ok
     }
 }
@@ -133,6 +140,7 @@ impl ReplicaSet {
         }
         self.in_sync = self.in_sync().into_iter().filter(|n| *n != old).collect();
         self.epoch += 1;
+        self.version += 1;
         CatalogResponse::Ok
     }
 }

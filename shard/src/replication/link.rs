@@ -61,6 +61,10 @@ pub struct BackupLink {
     synced: AtomicBool,
     peers: Arc<Channels>,
     timeout: Duration,
+    /// Set once the catalog took the backup out of the in-sync set: groups still being sent
+    /// on the link no longer wait for it.
+    dropped: AtomicBool,
+    dropped_notify: tokio::sync::Notify,
 }
 
 impl BackupLink {
@@ -81,7 +85,25 @@ impl BackupLink {
             synced: AtomicBool::new(false),
             peers,
             timeout,
+            dropped: AtomicBool::new(false),
+            dropped_notify: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Mark the link dropped: call only once the catalog no longer counts the backup in
+    /// sync, so no acknowledgement needs it any more.
+    pub fn drop_from_sync(&self) {
+        self.dropped.store(true, Ordering::Release);
+        self.dropped_notify.notify_waiters();
+    }
+
+    /// Resolves once [`BackupLink::drop_from_sync`] was called (at once if it was).
+    pub async fn dropped(&self) {
+        let notified = self.dropped_notify.notified();
+        if self.dropped.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 
     /// Whether the backup was brought in line in this epoch and has taken every group since.

@@ -48,6 +48,9 @@ pub struct Replication {
     timeout: Duration,
     /// Bumped on every configuration of a replica: tasks of an older one stop.
     generations: Mutex<HashMap<ReplicaKey, Arc<AtomicU64>>>,
+    /// The newest replica-set version each replica has seen (configured with, or answered
+    /// to its own in-sync change): older configurations are ignored.
+    versions: Mutex<HashMap<ReplicaKey, Arc<AtomicU64>>>,
     /// The last status read of each replica, reported while its gate is busy.
     last_status: Mutex<HashMap<ReplicaKey, ReplicaStatus>>,
     /// Where checkpoints being sent to backups are linked.
@@ -76,6 +79,7 @@ impl Replication {
             peers: Arc::new(Channels::default()),
             timeout,
             generations: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
             last_status: Mutex::new(HashMap::new()),
             transfers_dir,
             counters: Arc::default(),
@@ -107,6 +111,12 @@ impl Replication {
     pub fn forget(&self, key: &ReplicaKey) {
         self.next_generation(key);
         self.last_status.lock().remove(key);
+        // A replica created again under this key belongs to a new replica set.
+        self.versions.lock().remove(key);
+    }
+
+    fn version_of(&self, key: &ReplicaKey) -> Arc<AtomicU64> {
+        self.versions.lock().entry(key.clone()).or_default().clone()
     }
 
     /// Apply replica set `cfg` to `replica`. Blocks on the replica's gate (call it off the
@@ -121,6 +131,12 @@ impl Replication {
                 current: gate.epochs.current,
             });
         }
+        let seen = self.version_of(&key);
+        if cfg.epoch == gate.epochs.current && cfg.version < seen.load(Ordering::Acquire) {
+            tracing::info!(replica = %key, epoch = cfg.epoch, version = cfg.version, seen = seen.load(Ordering::Acquire), "ignored a configuration older than one already seen");
+            return Ok(status_of(replica, &gate));
+        }
+        seen.fetch_max(cfg.version, Ordering::AcqRel);
         let durable = replica.wal_files().durable_lsn();
         let changed = match cfg.role {
             Role::Primary => gate.epochs.begin(cfg.epoch, durable + 1),
@@ -136,7 +152,7 @@ impl Replication {
         gate.fenced = None;
         gate.forward = None;
         if cfg.role == Role::Primary {
-            let forward = self.primary_forward(replica, cfg, &gate.epochs, generation, version);
+            let forward = self.primary_forward(replica, cfg, &gate.epochs, (generation, version));
             for m in cfg.backups() {
                 if !cfg.in_sync.contains(&m.node) {
                     forward.spawn_catch_up(m.clone());
@@ -153,8 +169,7 @@ impl Replication {
         replica: &Arc<Replica>,
         cfg: &ReplicaConfig,
         epochs: &Epochs,
-        generation: Arc<AtomicU64>,
-        version: u64,
+        (generation, version): (Arc<AtomicU64>, u64),
     ) -> Arc<PrimaryForward> {
         let links = cfg
             .backups()
@@ -182,6 +197,7 @@ impl Replication {
             timeout: self.timeout,
             transfers_dir: self.transfers_dir.clone(),
             counters: self.counters.clone(),
+            seen_version: self.version_of(replica.key()),
         })
     }
 
@@ -287,6 +303,8 @@ pub struct PrimaryForward {
     timeout: Duration,
     transfers_dir: std::path::PathBuf,
     counters: Arc<TransferCounters>,
+    /// The replica's newest seen set version (see [`Replication::configure`]).
+    seen_version: Arc<AtomicU64>,
 }
 
 impl PrimaryForward {
@@ -311,7 +329,12 @@ impl PrimaryForward {
                 .action::<ReplicaConfig>(addr, ACTION_UPDATE_IN_SYNC, &change, self.timeout)
                 .await
             {
-                Ok(cfg) => return Ok(cfg),
+                Ok(cfg) => {
+                    // A push computed before this change may still be on its way: it must
+                    // not undo it.
+                    self.seen_version.fetch_max(cfg.version, Ordering::AcqRel);
+                    return Ok(cfg);
+                }
                 Err(s) => last = format!("coordinator {addr}: {}", s.message()),
             }
         }
@@ -364,7 +387,14 @@ impl PrimaryForward {
         bytes: Vec<u8>,
     ) -> Result<Vec<u64>, String> {
         let links = self.links.lock().clone();
-        let sends = links.iter().map(|l| self.send(l, first, last, &bytes));
+        // Groups overlap: one may still be waiting on a backup that an earlier group's
+        // failure has taken out of the in-sync set; it stops waiting for it then.
+        let sends = links.iter().map(|l| async {
+            tokio::select! {
+                r = self.send(l, first, last, &bytes) => r,
+                _ = l.dropped() => Ok(()),
+            }
+        });
         let results = futures::future::join_all(sends).await;
         let failed: Vec<(u64, String)> = links
             .iter()
@@ -404,6 +434,7 @@ impl PrimaryForward {
             gone
         };
         for l in dropped {
+            l.drop_from_sync();
             self.spawn_catch_up(l.member.clone());
         }
         Ok(nodes)
