@@ -33,7 +33,9 @@ fn a_configuration_older_than_one_already_seen_is_ignored() {
     let node = open_node(tmp.path(), 1_000);
     node.create_replica(create_req("ns", 4, Metric::L2))
         .expect("create");
-    let s = node.configure_replica(&config(3, &[1, 2])).expect("configure");
+    let s = node
+        .configure_replica(&config(3, &[1, 2]))
+        .expect("configure");
     assert_eq!(s.in_sync, vec![1, 2]);
     let stale = node
         .configure_replica(&config(2, &[1, 2, 3]))
