@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
@@ -127,22 +127,10 @@ async fn a_partitioned_primary_cannot_acknowledge_and_rejoins_as_a_caught_up_bac
     );
 
     // The others fail over and take writes at the next epoch.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = stats(&mut c).await;
-        let p = s["per_shard"][0]["primary"].as_u64();
-        if p.is_some_and(|p| p != old_id) {
-            assert!(s["per_shard"][0]["epoch"].as_u64() > Some(epoch), "{s}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = put(&mut c, NS, vec![batch(200, 300, 1)]).await {
-        assert!(Instant::now() < deadline, "writes never resumed: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_failover(&mut c, old_id).await;
+    let s = stats(&mut c).await;
+    assert!(s["per_shard"][0]["epoch"].as_u64() > Some(epoch), "{s}");
+    put_until_acked(&mut c, 200, 300, 1).await;
     acked.extend(values(200, 300, 1));
     let again = put_to_shard(&mut direct, epoch, batch(1010, 1020, 9)).await;
     assert!(again.is_err(), "still no acknowledgement at the old epoch");

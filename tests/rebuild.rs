@@ -17,20 +17,6 @@ use common::replicas::*;
 use common::*;
 use serde_json::{json, Value};
 
-/// Wait (bounded) until shard 0's primary is no longer `old`.
-async fn wait_failover(c: &mut arrow_flight::FlightClient, old: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = stats(c).await;
-        let now = s["per_shard"][0]["primary"].as_u64();
-        if now.is_some_and(|p| p != old) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no failover: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The namespaces of the replicas a node hosts, asked of the node itself.
 async fn hosted(addr: &str) -> Vec<Value> {
     let mut c = connect(&format!("http://{addr}")).await;
@@ -38,15 +24,6 @@ async fn hosted(addr: &str) -> Vec<Value> {
         .await
         .expect("list replicas");
     list.as_array().expect("a list").clone()
-}
-
-/// Write `batch(lo, hi, salt)`, retrying (bounded) through a failover or an in-sync change.
-async fn put_until_acked(c: &mut arrow_flight::FlightClient, lo: u64, hi: u64, salt: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = put(c, NS, vec![batch(lo, hi, salt)]).await {
-        assert!(Instant::now() < deadline, "writes never resumed: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -242,15 +242,11 @@ async fn a_backup_behind_a_checkpoint_gets_the_primarys_segment_files_then_its_w
     // The primary dies: the rebuilt backup takes over with every acknowledged write.
     nodes[primary].child.kill().expect("kill -9");
     let _ = nodes[primary].child.wait();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = stats(&mut c).await;
-        if s["per_shard"][0]["primary"].as_u64() == Some(backup_id) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_failover(&mut c, ids[&nodes[primary].addr]).await;
+    assert_eq!(
+        stats(&mut c).await["per_shard"][0]["primary"].as_u64(),
+        Some(backup_id)
+    );
     let got = stored(&mut c, 1300).await;
     assert_eq!(
         got, acked,
@@ -276,11 +272,7 @@ async fn a_backup_away_during_a_checkpoint_catches_up_from_the_retained_wal_with
     // The backup is away while the primary writes and checkpoints everything it has.
     nodes[backup].child.kill().expect("kill -9");
     let _ = nodes[backup].child.wait();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = put(&mut c, NS, vec![batch(300, 400, 1)]).await {
-        assert!(Instant::now() < deadline, "writes never resumed: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    put_until_acked(&mut c, 300, 400, 1).await;
     acked.extend(values(300, 400, 1));
     action(&mut c, "Checkpoint", json!({ "namespace": NS }))
         .await

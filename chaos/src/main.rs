@@ -131,19 +131,15 @@ fn check(args: &Args) -> Result<()> {
     if args.hold_min_ms > args.hold_max_ms {
         bail!("--hold-min-ms must not exceed --hold-max-ms");
     }
-    for (name, v) in [
-        ("--search-rate", args.search_rate),
-        ("--insert-rate", args.insert_rate),
-        ("--upsert-rate", args.upsert_rate),
-        ("--delete-rate", args.delete_rate),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            bail!("{name} must be a rate ≥ 0, got {v}");
-        }
-    }
-    if !(0.0..=1.0).contains(&args.min_recall) {
-        bail!("--min-recall must be in [0, 1], got {}", args.min_recall);
-    }
+    longbow_soak::check_rates(
+        &[
+            ("--search-rate", args.search_rate),
+            ("--insert-rate", args.insert_rate),
+            ("--upsert-rate", args.upsert_rate),
+            ("--delete-rate", args.delete_rate),
+        ],
+        args.min_recall,
+    )?;
     Ok(())
 }
 

@@ -122,6 +122,16 @@ pub struct NamespaceStats {
     pub per_shard: Vec<ShardStats>,
 }
 
+/// The outcome of an idempotent shard step: a shard answering `already` (the step was done
+/// before, by an earlier try) counts as success.
+fn done_unless<T>(r: Result<T>, already: tonic::Code) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(CoordinatorError::Shard { status, .. }) if status.code() == already => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Check a namespace name (the rule lives in `longbow_common::model`).
 pub fn validate_name(name: &str) -> Result<(), ContractError> {
     longbow_common::model::validate_namespace("name", name)
@@ -373,22 +383,14 @@ impl Coordinator {
             payload_schema: meta.payload_schema.clone(),
             incarnation: meta.incarnation,
         };
-        match self
+        let created = self
             .bounded(
                 self.shards
                     .action::<serde_json::Value>(&addr, ACTION_CREATE_REPLICA, &req),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            // A retried create finds the replica already there.
-            Err(CoordinatorError::Shard { status, .. })
-                if status.code() == tonic::Code::AlreadyExists =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+            .await;
+        // A retried create finds the replica already there.
+        done_unless(created, tonic::Code::AlreadyExists)
     }
 
     /// Settle a declared namespace with what its first write brings: create its replicas,
@@ -485,19 +487,11 @@ impl Coordinator {
             namespace: to.namespace.clone(),
             shard: to.shard,
         };
-        match self
+        let dropped = self
             .shards
             .action::<serde_json::Value>(to, ACTION_DROP_REPLICA, &key)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(CoordinatorError::Shard { status, .. })
-                if status.code() == tonic::Code::NotFound =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+            .await;
+        done_unless(dropped, tonic::Code::NotFound)
     }
 
     /// Aggregate statistics from every shard: counts from one in-sync replica of each (the

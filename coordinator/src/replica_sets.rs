@@ -266,13 +266,8 @@ impl Coordinator {
         if self.rebuild_lost_backup(meta, shard, set, live).await? {
             return Ok(());
         }
-        // Configurations are computed from the catalog as it is now, not as this pass read
-        // it: a primary may have changed its in-sync set meanwhile, and pushing the older
-        // set back would undo that (a dropped backup would be waited on again).
-        let meta = &self.namespace(&meta.name)?;
-        let Some(set) = meta.placement.get(shard as usize) else {
-            return Ok(());
-        };
+        // A configuration computed from this pass's view may reach a member after a newer
+        // change of the set; members ignore configurations of an older set version.
         for node in set.members().into_iter().filter(|n| live.contains(n)) {
             let Some(cfg) = self.replica_config(meta, shard, node) else {
                 continue;

@@ -30,6 +30,20 @@ pub fn machine() -> String {
     )
 }
 
+/// Check the workload rates (each finite and ≥ 0, named by its flag) and the recall bound
+/// (in `[0, 1]`) a harness was given.
+pub fn check_rates(rates: &[(&str, f64)], min_recall: f64) -> anyhow::Result<()> {
+    for (name, v) in rates {
+        if !(v.is_finite() && *v >= 0.0) {
+            anyhow::bail!("{name} must be a rate ≥ 0, got {v}");
+        }
+    }
+    if !(0.0..=1.0).contains(&min_recall) {
+        anyhow::bail!("--min-recall must be in [0, 1], got {min_recall}");
+    }
+    Ok(())
+}
+
 /// What a harness run reports: its Markdown, and whether it passed.
 pub trait Outcome {
     /// The report as Markdown.

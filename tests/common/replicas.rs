@@ -200,3 +200,26 @@ pub async fn primary_of(c: &mut FlightClient, nodes: &[Node], shard: usize) -> u
         .position(|n| ids[&n.addr] == primary)
         .expect("a node we started")
 }
+
+/// Wait (bounded) until shard 0's primary is no longer `old`.
+pub async fn wait_failover(c: &mut FlightClient, old: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = stats(c).await;
+        let now = s["per_shard"][0]["primary"].as_u64();
+        if now.is_some_and(|p| p != old) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no failover: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Write `batch(lo, hi, salt)`, retrying (bounded) through a failover or an in-sync change.
+pub async fn put_until_acked(c: &mut FlightClient, lo: u64, hi: u64, salt: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = put(c, NS, vec![batch(lo, hi, salt)]).await {
+        assert!(Instant::now() < deadline, "writes never resumed: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
