@@ -137,8 +137,20 @@ pub(crate) struct CoordinatorArgs {
     #[arg(long, env = "LONGBOW_DATA_DIR", default_value = "./data/coordinator")]
     pub(crate) data_dir: PathBuf,
     /// This coordinator's Raft id.
-    #[arg(long, env = "LONGBOW_NODE_ID", default_value_t = 1)]
+    #[arg(long, env = "LONGBOW_NODE_ID", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) node_id: u64,
+    /// The initial voters of the coordinator group, `id=host:port` of each one's internal
+    /// port, this coordinator's among them (`1=c1:3002,2=c2:3002,3=c3:3002`). Read only while
+    /// the catalog store is empty: later changes go through AddCoordinator and
+    /// RemoveCoordinator. Without it (and without --join) the coordinator is a group of one.
+    #[arg(long, env = "LONGBOW_PEERS",
+          value_parser = longbow_coordinator::raft::membership::parse_peers)]
+    pub(crate) peers: Option<std::collections::BTreeMap<u64, String>>,
+    /// Start with an empty catalog store and wait to be added to a running group with
+    /// AddCoordinator (sent to any coordinator of that group).
+    #[arg(long, env = "LONGBOW_JOIN", conflicts_with = "peers")]
+    pub(crate) join: bool,
     /// Shards of namespaces created without `shards`.
     #[arg(long, env = "LONGBOW_DEFAULT_SHARDS", default_value_t = 2)]
     pub(crate) default_shards: u32,
@@ -154,9 +166,11 @@ pub(crate) struct ShardArgs {
     /// Address coordinators reach this node at (defaults to the listen address).
     #[arg(long, env = "LONGBOW_ADVERTISE")]
     pub(crate) advertise: Option<String>,
-    /// A coordinator's internal address to register with (`host:port`); none = standalone.
-    #[arg(long, env = "LONGBOW_COORDINATOR")]
-    pub(crate) coordinator: Option<String>,
+    /// Internal addresses of the coordinators (`host:port`, comma-separated: every
+    /// coordinator of the group); the node registers through any and heartbeats to each.
+    /// None = standalone.
+    #[arg(long, env = "LONGBOW_COORDINATOR", value_delimiter = ',')]
+    pub(crate) coordinator: Vec<String>,
     /// HTTP port (/metrics, /healthz, /readyz); 0 picks a free one.
     #[arg(long, env = "LONGBOW_HTTP_PORT", default_value_t = 9091)]
     pub(crate) http_port: u16,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use longbow_coordinator::raft::Formation;
 use longbow_coordinator::server::{self, Listeners};
 use longbow_coordinator::CoordinatorConfig;
 use longbow_shard::replica::ReplicaSettings;
@@ -90,6 +91,27 @@ fn coordinator_config(
     Ok(c)
 }
 
+/// How the coordinator group forms on an empty store, from `--peers` and `--join`.
+fn formation(
+    node_id: u64,
+    peers: Option<std::collections::BTreeMap<u64, String>>,
+    join: bool,
+) -> anyhow::Result<Formation> {
+    Ok(match peers {
+        Some(peers) => {
+            anyhow::ensure!(
+                peers.contains_key(&node_id),
+                "--peers does not list this coordinator's --node-id {node_id}; to add a \
+                 coordinator to a running group, start it with --join and send AddCoordinator \
+                 to the group"
+            );
+            Formation::Peers(peers)
+        }
+        None if join => Formation::Join,
+        None => Formation::Alone,
+    })
+}
+
 fn replica_settings(s: &StorageArgs) -> ReplicaSettings {
     ReplicaSettings {
         segment_capacity: s.segment_rows,
@@ -113,7 +135,7 @@ async fn start_shard(
     data_dir: std::path::PathBuf,
     listener: TcpListener,
     advertise: Option<String>,
-    coordinator: Option<String>,
+    coordinators: Vec<String>,
     http: Option<TcpListener>,
     storage: &StorageArgs,
     mut stop: watch::Receiver<bool>,
@@ -148,12 +170,12 @@ async fn start_shard(
             }
         }));
     }
-    if let Some(coord) = coordinator {
+    if !coordinators.is_empty() {
         let key = node.node_key()?;
         let advertised = advertise.unwrap_or_else(|| addr.to_string());
-        // Register before returning, so callers can place replicas at once; a coordinator
-        // that is not up yet is waited for.
-        if longbow_shard::membership::register_when_up(&coord, &key, &advertised, &mut stop)
+        // Register before returning, so callers can place replicas at once; coordinators
+        // that are not up yet are waited for.
+        if longbow_shard::membership::register_when_up(&coordinators, &key, &advertised, &mut stop)
             .await
             .is_none()
         {
@@ -161,9 +183,18 @@ async fn start_shard(
         }
         let n = node.clone();
         let statuses: longbow_shard::membership::Statuses = Arc::new(move || n.replica_statuses());
-        tasks.push(tokio::spawn(longbow_shard::membership::run(
-            coord, key, advertised, HEARTBEAT, statuses, stop,
-        )));
+        // Every coordinator hears from the node: each one's view of which nodes are live
+        // serves its own searches, and whichever leads acts on it.
+        for coord in coordinators {
+            tasks.push(tokio::spawn(longbow_shard::membership::run(
+                coord,
+                key.clone(),
+                advertised.clone(),
+                HEARTBEAT,
+                statuses.clone(),
+                stop.clone(),
+            )));
+        }
     }
     Ok(ShardHandle { node, addr, tasks })
 }
@@ -196,12 +227,13 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         internal: bind((args.host, args.internal_port).into()).await?,
         http: bind((args.host, args.http_port).into()).await?,
     };
-    let config = coordinator_config(
+    let mut config = coordinator_config(
         args.data_dir,
         args.default_shards,
         args.node_id,
         &args.limits,
     )?;
+    config.formation = formation(args.node_id, args.peers, args.join)?;
     let running = server::start(config, listeners, rx).await?;
     let e = running.endpoints;
     println!(
@@ -265,7 +297,7 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
                 dir,
                 listener,
                 None,
-                Some(internal.clone()),
+                vec![internal.clone()],
                 None,
                 &args.storage,
                 rx.clone(),

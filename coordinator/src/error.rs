@@ -60,6 +60,10 @@ pub enum CoordinatorError {
         /// The error of the first shard that failed.
         failed: Box<CoordinatorError>,
     },
+    /// The catalog leader refused a change or read this coordinator forwarded to it (its
+    /// code and error metadata are kept).
+    #[error("catalog leader: {}", .0.message())]
+    Leader(Box<tonic::Status>),
     /// The Raft group failed (no leader, shutting down).
     #[error("catalog consensus: {0}")]
     Raft(String),
@@ -95,6 +99,7 @@ impl ErrorExt for CoordinatorError {
                 tonic::Code::Unknown => StatusCode::Unavailable,
                 code => StatusCode::from_tonic(code),
             },
+            CoordinatorError::Leader(status) => StatusCode::from_tonic(status.code()),
             CoordinatorError::Storage(_) | CoordinatorError::Internal(_) => StatusCode::Internal,
         }
     }
@@ -128,6 +133,7 @@ impl ErrorExt for CoordinatorError {
                 code => code.default_error_code(),
             },
             CoordinatorError::Raft(_) => "catalog_unavailable",
+            CoordinatorError::Leader(_) => self.status_code().default_error_code(),
             CoordinatorError::Storage(_) | CoordinatorError::Internal(_) => "internal",
         }
     }
@@ -140,6 +146,10 @@ impl ErrorExt for CoordinatorError {
     }
 
     fn to_status(&self) -> tonic::Status {
+        if let CoordinatorError::Leader(status) = self {
+            // The leader's answer, with its own error code and retry flag.
+            return (**status).clone();
+        }
         let message = match self {
             // A shard's refusal of the request keeps the shard's own message (it names the
             // bad field); a failure of the shard itself names the shard, node and address.

@@ -143,6 +143,10 @@ fn batch_metric(batch: &RecordBatch) -> Result<Option<Metric>> {
     )
 }
 
+/// Times a batch adding columns is checked again after losing a schema change to another
+/// writer.
+const SCHEMA_SWAP_ATTEMPTS: usize = 16;
+
 impl Coordinator {
     async fn prepare_off_runtime(&self, t: Target, batch: &RecordBatch) -> Result<Prepared> {
         let batch = batch.clone();
@@ -177,15 +181,32 @@ impl Coordinator {
             None => self.prepare_off_runtime(target, &batch).await?,
         };
         if prepared.grows {
-            // Schema growth is serialised and re-checked against the newest schema, so
-            // concurrent writers never lose each other's columns.
-            let _guard = self.schema_lock.lock().await;
-            let target = Target::of(&self.namespace(name)?)?;
-            let before = target.payload.clone();
-            prepared = self.prepare_off_runtime(target, &batch).await?;
-            self.record_schema(name, &before, &prepared.payload).await?;
+            prepared = self.grow_schema(name, &batch).await?;
         }
         self.write_parts(&meta, prepared).await
+    }
+
+    /// Check `batch` against the newest schema and store the columns it adds. The change is
+    /// a compare-and-set in the catalog: a writer that lost a race with another (on this
+    /// coordinator or any other) checks again against the schema that won, so concurrent
+    /// writers never lose each other's columns.
+    async fn grow_schema(&self, name: &str, batch: &RecordBatch) -> Result<Prepared> {
+        for _ in 0..SCHEMA_SWAP_ATTEMPTS {
+            let meta = self.namespace(name)?;
+            let target = Target::of(&meta)?;
+            let before = target.payload.clone();
+            let prepared = self.prepare_off_runtime(target, batch).await?;
+            if self
+                .swap_schema(name, &meta.payload_schema, &before, &prepared.payload)
+                .await?
+            {
+                return Ok(prepared);
+            }
+        }
+        Err(CoordinatorError::Unavailable(format!(
+            "the payload schema of namespace '{name}' changed {SCHEMA_SWAP_ATTEMPTS} times while \
+             this batch was checked against it; retry"
+        )))
     }
 
     /// Create a namespace from its first batch, once the batch has passed every check; the

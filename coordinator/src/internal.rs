@@ -18,6 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{CatalogCommand, CatalogResponse};
 use crate::error::CoordinatorError;
 use crate::node::Coordinator;
+use crate::raft::forward::{
+    LeaderReply, MembershipChange, ACTION_MEMBERSHIP, ACTION_READ_INDEX, ACTION_WRITE,
+};
 use crate::raft::network::{ACTION_APPEND, ACTION_SNAPSHOT, ACTION_VOTE};
 
 pub(crate) use longbow_common::flight::BoxStream;
@@ -60,6 +63,21 @@ impl InternalService {
             ACTION_SNAPSHOT => {
                 let req = serde_json::from_slice(body).map_err(bad)?;
                 json(&raft.install_snapshot(req).await)
+            }
+            ACTION_WRITE => {
+                let cmd: CatalogCommand = serde_json::from_slice(body).map_err(bad)?;
+                let done = self.coord.group.propose_here(&cmd).await;
+                json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
+            }
+            ACTION_READ_INDEX => {
+                let done = self.coord.group.read_index_here().await;
+                json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
+            }
+            ACTION_MEMBERSHIP => {
+                let change: MembershipChange = serde_json::from_slice(body).map_err(bad)?;
+                let timeout = self.coord.config.request_timeout;
+                let done = self.coord.group.change_members_here(&change, timeout).await;
+                json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
             }
             ACTION_REGISTER => {
                 let req: RegisterShard = serde_json::from_slice(body).map_err(bad)?;

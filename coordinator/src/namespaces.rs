@@ -322,6 +322,8 @@ impl Coordinator {
     pub async fn sweep_namespaces(&self) {
         let now = crate::snapshots::now_ms();
         let live = self.live_nodes();
+        // Another coordinator's leftovers are the leader's to sweep.
+        let leader = self.group.is_leader();
         let stale: Vec<NamespaceMeta> = self
             .group
             .catalog
@@ -336,8 +338,9 @@ impl Coordinator {
                         .iter()
                         .all(|r| r.members().iter().all(|n| live.contains(n)));
                 cut_off
-                    || now.saturating_sub(p.since_ms)
-                        > crate::snapshots::STALE_PENDING.as_millis() as u64
+                    || (leader
+                        && now.saturating_sub(p.since_ms)
+                            > crate::snapshots::STALE_PENDING.as_millis() as u64)
             })
             .map(|p| p.meta.clone())
             .collect();
@@ -611,24 +614,33 @@ impl Coordinator {
         Ok((stats, memory, disk))
     }
 
-    /// Grow the namespace's payload schema in the catalog if `conformed` added columns.
-    pub async fn record_schema(
+    /// Grow the namespace's payload schema from `before` (stored as `from`) to `after`, if
+    /// they differ, as a compare-and-set: `false` when the stored schema has moved on
+    /// meanwhile (the caller recomputes from the newer one).
+    pub async fn swap_schema(
         &self,
         name: &str,
+        from: &Option<String>,
         before: &PayloadSchema,
         after: &PayloadSchema,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if before == after {
-            return Ok(());
+            return Ok(true);
         }
-        let encoded = encode_schema(&after.to_arrow())?;
-        self.group
-            .write(CatalogCommand::SetPayloadSchema {
-                name: name.to_string(),
-                payload_schema: encoded,
-            })
-            .await?;
-        Ok(())
+        let to = encode_schema(&after.to_arrow())?;
+        let cmd = CatalogCommand::SwapPayloadSchema {
+            name: name.to_string(),
+            from: from.clone(),
+            to,
+        };
+        match self.group.write(cmd).await? {
+            CatalogResponse::Ok => Ok(true),
+            CatalogResponse::Conflict(_) => Ok(false),
+            CatalogResponse::NotFound(n) => Err(CoordinatorError::NamespaceNotFound(n)),
+            other => Err(CoordinatorError::Internal(format!(
+                "unexpected catalog reply {other:?}"
+            ))),
+        }
     }
 }
 

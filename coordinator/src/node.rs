@@ -50,6 +50,8 @@ pub struct CoordinatorConfig {
     /// Raft log entries between two snapshots of the catalog (each snapshot lets the log it
     /// covers be purged).
     pub raft_snapshot_logs: u64,
+    /// How the coordinator group is formed when the catalog store is empty.
+    pub formation: crate::raft::Formation,
 }
 
 impl CoordinatorConfig {
@@ -68,6 +70,7 @@ impl CoordinatorConfig {
             heartbeat_timeout: Duration::from_millis(1500),
             replica_timeout: Duration::from_secs(300),
             raft_snapshot_logs: 1000,
+            formation: crate::raft::Formation::Alone,
         }
     }
 }
@@ -121,8 +124,6 @@ pub struct Coordinator {
     heartbeats: Mutex<HashMap<NodeId, NodeSeen>>,
     /// When each member of each shard was last sent its configuration.
     pub(crate) pushed: Mutex<HashMap<MemberKey, (Instant, ReplicaConfig)>>,
-    /// Serialises payload-schema growth.
-    pub(crate) schema_lock: tokio::sync::Mutex<()>,
     /// When this process started (Unix ms): snapshots it began before are cut off.
     pub started_ms: u64,
     /// When this process started: a node not heard from since has been dead at least this
@@ -148,9 +149,14 @@ impl Coordinator {
             &config.internal_addr,
             &config.data_dir,
             config.raft_snapshot_logs,
+            &config.formation,
         )
         .await?;
-        group.wait_leader(Duration::from_secs(10)).await?;
+        if group.alone() {
+            // A one-voter group leads at once; a larger one elects its leader once a quorum
+            // is up, and is not ready until then.
+            group.wait_leader(Duration::from_secs(10)).await?;
+        }
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
         Ok(Arc::new(Coordinator {
             started_ms: crate::snapshots::now_ms(),
@@ -164,7 +170,6 @@ impl Coordinator {
             inflight,
             heartbeats: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
-            schema_lock: tokio::sync::Mutex::new(()),
         }))
     }
 

@@ -65,7 +65,7 @@ impl Coordinator {
             primary: member(set.primary)?,
             members,
             in_sync: set.in_sync(),
-            coordinators: vec![self.config.internal_addr.clone()],
+            coordinators: self.group.voter_addrs(&self.config.internal_addr),
             version: set.version,
         })
     }

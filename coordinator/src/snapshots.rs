@@ -243,6 +243,9 @@ impl Coordinator {
     /// before it (re)started, and any older than [`STALE_PENDING`].
     pub async fn sweep_snapshots(&self) {
         let now = now_ms();
+        // Another coordinator's leftovers are the leader's to sweep, so no two coordinators
+        // sweep the same one.
+        let leader = self.group.is_leader();
         let stale: Vec<SnapshotMeta> = self
             .group
             .catalog
@@ -252,7 +255,8 @@ impl Coordinator {
             .filter(|s| {
                 !s.complete
                     && ((s.owner == self.config.node_id && s.created_ms < self.started_ms)
-                        || now.saturating_sub(s.created_ms) > STALE_PENDING.as_millis() as u64)
+                        || (leader
+                            && now.saturating_sub(s.created_ms) > STALE_PENDING.as_millis() as u64))
             })
             .cloned()
             .collect();

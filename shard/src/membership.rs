@@ -1,4 +1,5 @@
-//! Joining a cluster: register with a coordinator's internal port, then heartbeat with the
+//! Joining a cluster: register through a coordinator's internal port (any coordinator of the
+//! group: a follower forwards to the leader), then heartbeat to every coordinator with the
 //! status of every replica. A node started before its coordinator waits for it, saying so; a
 //! coordinator that forgot the node (NOT_FOUND) gets a fresh registration; unreachable
 //! coordinators are retried with capped backoff. Never changes replicas.
@@ -37,20 +38,23 @@ pub async fn register(
     Ok(r.node_id)
 }
 
-/// Register, retrying with capped backoff until a coordinator answers (logging what it
-/// waits for) or `shutdown` turns true (`None`).
+/// Register through any of `coordinators` (each forwards to the catalog leader), retrying
+/// with capped backoff until one answers (logging what it waits for) or `shutdown` turns
+/// true (`None`).
 pub async fn register_when_up(
-    coordinator: &str,
+    coordinators: &[String],
     node_key: &str,
     address: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<u64> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match register(coordinator, node_key, address).await {
-            Ok(id) => return Some(id),
-            Err(s) => {
-                tracing::warn!(%coordinator, error = %s.message(), retry_in = ?backoff, "waiting for the coordinator to register with it");
+        for coordinator in coordinators {
+            match register(coordinator, node_key, address).await {
+                Ok(id) => return Some(id),
+                Err(s) => {
+                    tracing::warn!(%coordinator, error = %s.message(), retry_in = ?backoff, "waiting for a coordinator to register with it");
+                }
             }
         }
         tokio::select! {

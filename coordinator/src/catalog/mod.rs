@@ -152,12 +152,33 @@ pub enum CatalogCommand {
         /// Payload columns of the first batch (base64 Arrow IPC).
         payload_schema: Option<String>,
     },
-    /// Replace a namespace's payload schema with a superset of it.
+    /// Replace a namespace's payload schema unconditionally. Only in logs written before
+    /// [`CatalogCommand::SwapPayloadSchema`]; never proposed now (kept so those logs replay).
     SetPayloadSchema {
         /// Name.
         name: String,
         /// New schema (base64 Arrow IPC).
         payload_schema: String,
+    },
+    /// Replace a namespace's payload schema with a superset of it, provided it is still
+    /// `from` (compare-and-set: two writers growing the schema at once cannot lose each
+    /// other's columns; the loser recomputes from the newer schema).
+    SwapPayloadSchema {
+        /// Name.
+        name: String,
+        /// The schema the change was computed from (`None`: the namespace had none).
+        from: Option<String>,
+        /// New schema (base64 Arrow IPC).
+        to: String,
+    },
+    /// Apply `command` once: a proposal retried after an answer was lost (a leader change, a
+    /// dropped connection to the leader) finds its first outcome under `key` and changes
+    /// nothing again.
+    Once {
+        /// Unique per proposal: the proposing coordinator's id, process start and a counter.
+        key: String,
+        /// The change.
+        command: Box<CatalogCommand>,
     },
     /// Record a snapshot being taken (pending).
     BeginSnapshot(SnapshotMeta),
@@ -243,7 +264,17 @@ pub struct Catalog {
     /// Namespaces whose replicas are being created.
     #[serde(default)]
     pub creating: BTreeMap<String, PendingNamespace>,
+    /// Outcomes of the latest [`CatalogCommand::Once`] proposals, by key.
+    #[serde(default)]
+    applied: BTreeMap<String, CatalogResponse>,
+    /// Their keys, oldest first: past [`ONCE_KEYS_KEPT`] the oldest is forgotten.
+    #[serde(default)]
+    applied_order: std::collections::VecDeque<String>,
 }
+
+/// Outcomes of keyed proposals kept: far more than can be retried at once (a retry comes
+/// within seconds of its first attempt).
+pub const ONCE_KEYS_KEPT: usize = 4096;
 
 impl Catalog {
     /// Whether a namespace of this name exists or is being created.
@@ -254,6 +285,32 @@ impl Catalog {
     /// Apply one command.
     pub fn apply(&mut self, cmd: &CatalogCommand) -> CatalogResponse {
         match cmd {
+            CatalogCommand::Once { key, command } => {
+                if let Some(done) = self.applied.get(key) {
+                    return done.clone();
+                }
+                let out = self.apply(command);
+                self.applied.insert(key.clone(), out.clone());
+                self.applied_order.push_back(key.clone());
+                while self.applied_order.len() > ONCE_KEYS_KEPT {
+                    if let Some(old) = self.applied_order.pop_front() {
+                        self.applied.remove(&old);
+                    }
+                }
+                out
+            }
+            CatalogCommand::SwapPayloadSchema { name, from, to } => {
+                match self.namespaces.get_mut(name) {
+                    Some(ns) if &ns.payload_schema == from => {
+                        ns.payload_schema = Some(to.clone());
+                        CatalogResponse::Ok
+                    }
+                    Some(_) => CatalogResponse::Conflict(format!(
+                        "the payload schema of '{name}' changed meanwhile"
+                    )),
+                    None => CatalogResponse::NotFound(name.clone()),
+                }
+            }
             CatalogCommand::RegisterShardNode { node_key, address } => {
                 if let Some(n) = self.nodes.values_mut().find(|n| &n.node_key == node_key) {
                     n.address = address.clone();
@@ -418,5 +475,65 @@ mod tests {
         );
         assert_eq!(a2, a);
         assert_eq!(c.nodes[&1].address, "x:9");
+    }
+
+    fn declared(name: &str) -> NamespaceMeta {
+        NamespaceMeta {
+            name: name.into(),
+            dim: 0,
+            metric: Metric::L2,
+            id_type: IdType::Int64,
+            index: IndexParams::default(),
+            shards: 1,
+            replication_factor: 1,
+            payload_schema: None,
+            placement: vec![],
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn a_keyed_proposal_applied_twice_changes_the_catalog_once() {
+        let mut c = Catalog::default();
+        let once = |name: &str| CatalogCommand::Once {
+            key: "1:7:1".into(),
+            command: Box::new(CatalogCommand::CreateNamespace(declared(name))),
+        };
+        assert_eq!(c.apply(&once("a")), CatalogResponse::Ok);
+        // The retry answers the first outcome (not AlreadyExists) and changes nothing.
+        assert_eq!(c.apply(&once("b")), CatalogResponse::Ok);
+        assert_eq!(c.namespaces.keys().collect::<Vec<_>>(), vec!["a"]);
+    }
+
+    #[test]
+    fn keyed_outcomes_are_forgotten_oldest_first_past_the_limit() {
+        let mut c = Catalog::default();
+        for i in 0..ONCE_KEYS_KEPT + 1 {
+            c.apply(&CatalogCommand::Once {
+                key: format!("k{i}"),
+                command: Box::new(CatalogCommand::DeleteSnapshot { id: "x".into() }),
+            });
+        }
+        assert_eq!(c.applied.len(), ONCE_KEYS_KEPT);
+        assert!(!c.applied.contains_key("k0"));
+        assert!(c.applied.contains_key(&format!("k{ONCE_KEYS_KEPT}")));
+    }
+
+    #[test]
+    fn a_schema_swap_from_a_schema_that_moved_on_is_a_conflict() {
+        let mut c = Catalog::default();
+        c.apply(&CatalogCommand::CreateNamespace(declared("a")));
+        let swap = |from: Option<&str>, to: &str| CatalogCommand::SwapPayloadSchema {
+            name: "a".into(),
+            from: from.map(String::from),
+            to: to.into(),
+        };
+        assert_eq!(c.apply(&swap(None, "s1")), CatalogResponse::Ok);
+        assert!(matches!(
+            c.apply(&swap(None, "s2")),
+            CatalogResponse::Conflict(_)
+        ));
+        assert_eq!(c.apply(&swap(Some("s1"), "s2")), CatalogResponse::Ok);
+        assert_eq!(c.namespaces["a"].payload_schema.as_deref(), Some("s2"));
     }
 }

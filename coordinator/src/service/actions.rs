@@ -18,7 +18,7 @@ use crate::node::Coordinator;
 use crate::reads::{DeleteRecords, GetRecords};
 
 /// Every action with its description (ListActions).
-pub const ACTIONS: [(&str, &str); 17] = [
+pub const ACTIONS: [(&str, &str); 19] = [
     ("CreateNamespace", "Create a namespace: {name, dim, metric, id_type, shards, replication_factor, index: {m, ef_construction, ef_search}}; without dim it is declared and its first write fixes dim, metric and id type"),
     ("DeleteNamespace", "Delete a namespace and all its data: {name} -> {deleted, status}"),
     ("delete-dataset", "Longbow 0.1: delete a namespace: {dataset} -> bytes 'deleted'"),
@@ -35,7 +35,9 @@ pub const ACTIONS: [(&str, &str); 17] = [
     ("ForceSnapshot", "Longbow 0.1: snapshot every namespace -> {status, snapshots: [id]}"),
     ("Checkpoint", "Seal and checkpoint every shard of a namespace now: {namespace} -> {namespace, shards: [{shard, lsn, written}]}"),
     ("check_readiness", "{namespace?} -> {status: READY | BUSY | NOT_FOUND, ...}; READY once every acknowledged write is in the graph; no namespace: every namespace"),
-    ("cluster-status", "Coordinator Raft state, shard nodes and their liveness, namespace count; Longbow 0.1's {self, members, count}"),
+    ("cluster-status", "Coordinator Raft state and group members, shard nodes and their liveness, namespace count; Longbow 0.1's {self, members, count}"),
+    ("AddCoordinator", "Add a coordinator to the Raft group: {node_id, address (its internal host:port)} -> {added, coordinators}; it must be running with --join"),
+    ("RemoveCoordinator", "Remove a coordinator from the Raft group: {node_id} -> {removed, coordinators}"),
 ];
 
 /// The canonical name of an action type, accepting common spellings.
@@ -61,6 +63,8 @@ pub fn canonical(kind: &str) -> Option<&'static str> {
         "checkpoint" => "Checkpoint",
         "checkreadiness" => "check_readiness",
         "clusterstatus" => "cluster-status",
+        "addcoordinator" => "AddCoordinator",
+        "removecoordinator" => "RemoveCoordinator",
         _ => return None,
     })
 }
@@ -183,6 +187,9 @@ async fn run(coord: &Coordinator, action: Action) -> Result<Vec<Vec<u8>>> {
         "cluster-status" => {
             fold(&requests::NO_KEYS, body)?;
             one(json(&longbow::cluster_status(coord)))
+        }
+        "AddCoordinator" | "RemoveCoordinator" => {
+            one(super::coordinators::handle(coord, kind, body).await)
         }
         other => Err(CoordinatorError::Internal(format!(
             "action {other} has no handler"

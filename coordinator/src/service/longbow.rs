@@ -93,6 +93,7 @@ pub fn cluster_status(coord: &Coordinator) -> Value {
     }
     json!({
         "coordinator": {"id": coord.group.id, "raft_term": term, "raft_leader": leader},
+        "coordinators": coord.group.members(),
         "shard_nodes": nodes,
         "namespaces": cat.namespaces.len(),
         "self": me,

@@ -3,9 +3,13 @@
 //! This layer translates Flight calls into coordinator operations and records RPC metrics;
 //! it holds no routing or catalog logic of its own. Every error it sends, whether a call fails
 //! at once or a stream fails midway, carries Longbow's error metadata
-//! (`x-longbow-error-code`, `x-longbow-retryable`, see `longbow_common::error`).
+//! (`x-longbow-error-code`, `x-longbow-retryable`, see `longbow_common::error`). A call
+//! asking for a linearizable catalog read (header `x-longbow-read-consistency`) waits for it
+//! first ([`consistency`]).
 
 mod actions;
+pub mod consistency;
+mod coordinators;
 mod exchange;
 mod flights;
 mod longbow;
@@ -96,6 +100,9 @@ impl FlightService for ClientService {
         request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let r = flights::list_flights(&self.coord, &request.into_inner().expression).await;
         self.observe("ListFlights", started, &r);
         streamed(r.map(|infos| futures::stream::iter(infos.into_iter().map(Ok)).boxed()))
@@ -106,6 +113,9 @@ impl FlightService for ClientService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let r = flights::get_flight_info(&self.coord, request.into_inner()).await;
         self.observe("GetFlightInfo", started, &r);
         answer(r)
@@ -125,6 +135,9 @@ impl FlightService for ClientService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let r = flights::get_schema(&self.coord, request.into_inner());
         self.observe("GetSchema", started, &r);
         answer(r)
@@ -135,6 +148,9 @@ impl FlightService for ClientService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let r = streams::do_get(&self.coord, request.into_inner()).await;
         self.observe("DoGet", started, &r);
         streamed(r)
@@ -145,6 +161,9 @@ impl FlightService for ClientService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let r = streams::do_put(&self.coord, request.into_inner()).await;
         self.observe("DoPut", started, &r);
         streamed(r)
@@ -155,6 +174,9 @@ impl FlightService for ClientService {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let r = streams::do_exchange(&self.coord, request.into_inner()).await;
         self.observe("DoExchange", started, &r);
         streamed(r)
@@ -165,6 +187,9 @@ impl FlightService for ClientService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let started = Instant::now();
+        if let Err(e) = consistency::before_call(&self.coord, request.metadata()).await {
+            return answer(Err(e));
+        }
         let action = request.into_inner();
         let method = format!(
             "DoAction:{}",

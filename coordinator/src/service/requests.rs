@@ -47,6 +47,13 @@ pub const NAMESPACE_NAME: Shape = Shape {
     aliases: &[("namespace", "name"), ("dataset", "name")],
 };
 
+/// `AddCoordinator` (`node_id`, `address`) and `RemoveCoordinator` (`node_id`).
+pub const COORDINATOR: Shape = Shape {
+    what: "body",
+    keys: &["node_id", "address"],
+    aliases: &[("id", "node_id"), ("addr", "address")],
+};
+
 /// Actions that take no keys: `ListNamespaces`, `GetTotalNamespaceCount`, `cluster-status`.
 pub const NO_KEYS: Shape = Shape {
     what: "body (this action takes no keys)",
@@ -365,6 +372,15 @@ pub struct CreateNamespaceBody {
     /// Longbow 0.1: replace an existing namespace of that name (its data is deleted).
     #[serde(default)]
     pub overwrite: bool,
+}
+
+/// `AddCoordinator` / `RemoveCoordinator`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CoordinatorBody {
+    /// Raft id of the coordinator.
+    pub node_id: u64,
+    /// Its internal address (`AddCoordinator` only).
+    pub address: Option<String>,
 }
 
 /// Bodies naming one namespace.
