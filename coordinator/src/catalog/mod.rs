@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub type NodeId = u64;
 
 mod replica_set;
+pub mod sessions;
 
 pub use replica_set::{least_loaded_outside, place, ReplicaSet};
 
@@ -172,11 +173,15 @@ pub enum CatalogCommand {
         to: String,
     },
     /// Apply `command` once: a proposal retried after an answer was lost (a leader change, a
-    /// dropped connection to the leader) finds its first outcome under `key` and changes
-    /// nothing again.
+    /// dropped connection to the leader) finds its first outcome in its proposer's session
+    /// and changes nothing again (see [`sessions`]).
     Once {
-        /// Unique per proposal: the proposing coordinator's id, process start and a counter.
-        key: String,
+        /// The proposing coordinator process: its node id and start time.
+        origin: String,
+        /// The proposal's number within `origin`.
+        seq: u64,
+        /// Every proposal of `origin` under this number has been answered.
+        done_below: u64,
         /// The change.
         command: Box<CatalogCommand>,
     },
@@ -264,17 +269,10 @@ pub struct Catalog {
     /// Namespaces whose replicas are being created.
     #[serde(default)]
     pub creating: BTreeMap<String, PendingNamespace>,
-    /// Outcomes of the latest [`CatalogCommand::Once`] proposals, by key.
+    /// Outcomes of [`CatalogCommand::Once`] proposals still owed to their proposers.
     #[serde(default)]
-    applied: BTreeMap<String, CatalogResponse>,
-    /// Their keys, oldest first: past [`ONCE_KEYS_KEPT`] the oldest is forgotten.
-    #[serde(default)]
-    applied_order: std::collections::VecDeque<String>,
+    sessions: sessions::Sessions,
 }
-
-/// Outcomes of keyed proposals kept: far more than can be retried at once (a retry comes
-/// within seconds of its first attempt).
-pub const ONCE_KEYS_KEPT: usize = 4096;
 
 impl Catalog {
     /// Whether a namespace of this name exists or is being created.
@@ -285,20 +283,19 @@ impl Catalog {
     /// Apply one command.
     pub fn apply(&mut self, cmd: &CatalogCommand) -> CatalogResponse {
         match cmd {
-            CatalogCommand::Once { key, command } => {
-                if let Some(done) = self.applied.get(key) {
-                    return done.clone();
+            CatalogCommand::Once {
+                origin,
+                seq,
+                done_below,
+                command,
+            } => match self.sessions.check(origin, *seq, *done_below) {
+                sessions::Seen::Again(out) => out,
+                sessions::Seen::New => {
+                    let out = self.apply(command);
+                    self.sessions.record(origin, *seq, out.clone());
+                    out
                 }
-                let out = self.apply(command);
-                self.applied.insert(key.clone(), out.clone());
-                self.applied_order.push_back(key.clone());
-                while self.applied_order.len() > ONCE_KEYS_KEPT {
-                    if let Some(old) = self.applied_order.pop_front() {
-                        self.applied.remove(&old);
-                    }
-                }
-                out
-            }
+            },
             CatalogCommand::SwapPayloadSchema { name, from, to } => {
                 match self.namespaces.get_mut(name) {
                     Some(ns) if &ns.payload_schema == from => {
@@ -496,27 +493,15 @@ mod tests {
     fn a_keyed_proposal_applied_twice_changes_the_catalog_once() {
         let mut c = Catalog::default();
         let once = |name: &str| CatalogCommand::Once {
-            key: "1:7:1".into(),
+            origin: "1:7".into(),
+            seq: 1,
+            done_below: 0,
             command: Box::new(CatalogCommand::CreateNamespace(declared(name))),
         };
         assert_eq!(c.apply(&once("a")), CatalogResponse::Ok);
         // The retry answers the first outcome (not AlreadyExists) and changes nothing.
         assert_eq!(c.apply(&once("b")), CatalogResponse::Ok);
         assert_eq!(c.namespaces.keys().collect::<Vec<_>>(), vec!["a"]);
-    }
-
-    #[test]
-    fn keyed_outcomes_are_forgotten_oldest_first_past_the_limit() {
-        let mut c = Catalog::default();
-        for i in 0..ONCE_KEYS_KEPT + 1 {
-            c.apply(&CatalogCommand::Once {
-                key: format!("k{i}"),
-                command: Box::new(CatalogCommand::DeleteSnapshot { id: "x".into() }),
-            });
-        }
-        assert_eq!(c.applied.len(), ONCE_KEYS_KEPT);
-        assert!(!c.applied.contains_key("k0"));
-        assert!(c.applied.contains_key(&format!("k{ONCE_KEYS_KEPT}")));
     }
 
     #[test]

@@ -57,11 +57,51 @@ pub struct CatalogGroup {
     pub id: u64,
     /// Refuses growth of the catalog on a full disk, keeps deletes writable.
     disk: Arc<disk::DiskGuard>,
-    /// Makes proposal keys unique: with the id and the process start, every proposal of
-    /// this group is told apart from every other ever made.
-    proposals: Arc<AtomicU64>,
-    /// When this process started (Unix ms), part of every proposal key.
-    started_ms: u64,
+    /// Numbers this process's proposals and knows which are still waiting for an answer.
+    proposals: Arc<Proposals>,
+    /// This process's proposer session: its id and start time (Unix ms).
+    origin: String,
+}
+
+/// The numbers of this process's proposals: the next one, and those still in flight (the
+/// lowest of which tells the catalog which outcomes it may forget).
+#[derive(Default)]
+struct Proposals {
+    next: AtomicU64,
+    in_flight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+/// A proposal number, in flight until dropped.
+struct InFlight<'a> {
+    proposals: &'a Proposals,
+    seq: u64,
+    done_below: u64,
+}
+
+impl Proposals {
+    fn start(&self) -> InFlight<'_> {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.insert(seq);
+        // `seq` is in the set, so it has a first element no greater than `seq`.
+        let done_below = in_flight.first().copied().unwrap_or(seq);
+        InFlight {
+            proposals: self,
+            seq,
+            done_below,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .proposals
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        in_flight.remove(&self.seq);
+    }
 }
 
 /// Longest a catalog change or linearizable read waits for a leader to take it (an election
@@ -164,8 +204,8 @@ impl CatalogGroup {
             catalog,
             id,
             disk: Arc::new(disk::DiskGuard::new(dir)),
-            proposals: Arc::new(AtomicU64::new(0)),
-            started_ms: crate::snapshots::now_ms(),
+            proposals: Arc::new(Proposals::default()),
+            origin: format!("{id}:{}", crate::snapshots::now_ms()),
         })
     }
 
@@ -174,9 +214,11 @@ impl CatalogGroup {
     /// keyed, so the retries a leader change forces cannot apply it twice.
     pub async fn write(&self, cmd: CatalogCommand) -> Result<CatalogResponse> {
         self.disk.admit(&cmd)?;
-        let n = self.proposals.fetch_add(1, Ordering::Relaxed);
+        let proposal = self.proposals.start();
         let keyed = CatalogCommand::Once {
-            key: format!("{}:{}:{n}", self.id, self.started_ms),
+            origin: self.origin.clone(),
+            seq: proposal.seq,
+            done_below: proposal.done_below,
             command: Box::new(cmd),
         };
         let keyed = &keyed;
