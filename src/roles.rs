@@ -182,19 +182,19 @@ async fn start_shard(
             return Ok(ShardHandle { node, addr, tasks });
         }
         let n = node.clone();
-        let statuses: longbow_shard::membership::Statuses = Arc::new(move || n.replica_statuses());
+        let beat = longbow_shard::membership::Beat {
+            node_key: key,
+            address: advertised,
+            interval: HEARTBEAT,
+            statuses: Arc::new(move || n.replica_statuses()),
+        };
         // Every coordinator hears from the node: each one's view of which nodes are live
         // serves its own searches, and whichever leads acts on it.
-        for coord in coordinators {
-            tasks.push(tokio::spawn(longbow_shard::membership::run(
-                coord,
-                key.clone(),
-                advertised.clone(),
-                HEARTBEAT,
-                statuses.clone(),
-                stop.clone(),
-            )));
-        }
+        tasks.push(tokio::spawn(longbow_shard::membership::follow_group(
+            coordinators,
+            beat,
+            stop.clone(),
+        )));
     }
     Ok(ShardHandle { node, addr, tasks })
 }

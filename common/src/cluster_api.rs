@@ -39,3 +39,20 @@ pub struct Heartbeat {
     #[serde(default)]
     pub replicas: Vec<ReplicaStatus>,
 }
+
+/// `Heartbeat` reply: the coordinator group as the answering coordinator knows it, so a
+/// node follows coordinators added or removed after it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Raft log index of the membership this comes from: a node adopts a membership only if
+    /// it is newer than the one it follows, so a coordinator that lags cannot undo a change.
+    #[serde(default)]
+    pub membership_index: u64,
+    /// Whether the answering coordinator is itself in the group (one removed is not).
+    #[serde(default)]
+    pub member: bool,
+    /// Internal addresses of every other coordinator of the group. The answering one is
+    /// left out: the node keeps naming it by the address it reached it at.
+    #[serde(default)]
+    pub others: Vec<String>,
+}

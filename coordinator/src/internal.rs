@@ -9,7 +9,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use longbow_common::cluster_api::{
-    Heartbeat, RegisterShard, Registered, ACTION_HEARTBEAT, ACTION_REGISTER,
+    Heartbeat, HeartbeatReply, RegisterShard, Registered, ACTION_HEARTBEAT, ACTION_REGISTER,
 };
 use longbow_common::replication_api::{InSyncChange, ACTION_UPDATE_IN_SYNC};
 use longbow_common::ErrorExt;
@@ -129,7 +129,12 @@ impl InternalService {
                     Some(_) => {}
                 }
                 self.coord.heartbeat(req.node_id, Some(req.replicas));
-                json(&serde_json::json!({}))
+                let (membership_index, member, others) = self.coord.group.others();
+                json(&HeartbeatReply {
+                    membership_index,
+                    member,
+                    others,
+                })
             }
             ACTION_UPDATE_IN_SYNC => {
                 let req: InSyncChange = serde_json::from_slice(body).map_err(bad)?;

@@ -16,6 +16,7 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 
+pub mod group;
 pub mod replicas;
 
 /// `longbow coordinator` on free loopback ports (add `--data-dir`).

@@ -92,23 +92,45 @@ impl CatalogGroup {
     }
 
     /// Internal addresses of the voting coordinators, the leader's first: where shard nodes
-    /// send in-sync changes. This coordinator's own entry is `own_addr` (the address it is
-    /// bound to now).
+    /// send in-sync changes. A coordinator alone in its group is named by `own_addr` (the
+    /// address it is bound to now: a group of one formed itself at whatever port it was
+    /// given, 0 included); in a group formed with `--peers` or `--join` every coordinator is
+    /// named as the group knows it.
     pub fn voter_addrs(&self, own_addr: &str) -> Vec<String> {
         let leader = self.term_and_leader().1;
-        let mut voters: Vec<CoordinatorMember> =
-            self.members().into_iter().filter(|m| m.voter).collect();
+        let members = self.members();
+        let alone = members.len() == 1;
+        let mut voters: Vec<CoordinatorMember> = members.into_iter().filter(|m| m.voter).collect();
         voters.sort_by_key(|m| (Some(m.id) != leader, m.id));
         voters
             .into_iter()
             .map(|m| {
-                if m.id == self.id {
+                if m.id == self.id && alone {
                     own_addr.to_string()
                 } else {
                     m.address
                 }
             })
             .collect()
+    }
+
+    /// The group's membership for shard nodes: the log index it comes from, whether this
+    /// coordinator is in it, and the internal addresses of every other coordinator (voters
+    /// and learners). A node names the coordinator it heard this from its own way.
+    pub fn others(&self) -> (u64, bool, Vec<String>) {
+        let index = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.log_id().map_or(0, |l| l.index)
+        };
+        let members = self.members();
+        let member = members.iter().any(|m| m.id == self.id);
+        let others = members
+            .into_iter()
+            .filter(|m| m.id != self.id)
+            .map(|m| m.address)
+            .collect();
+        (index, member, others)
     }
 
     /// Whether this coordinator is the group's only voter (it then leads as soon as it

@@ -1,0 +1,210 @@
+//! Helpers for tests of a coordinator group through real processes: coordinators started
+//! with `--peers` (or `--join`) on free loopback ports, who leads, and reading the catalog
+//! through any one of them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow_flight::FlightClient;
+use serde_json::{json, Value};
+
+use super::*;
+
+/// One coordinator of a group we started.
+pub struct Member {
+    /// Raft id.
+    pub id: u64,
+    /// Internal address (Raft, shard registration).
+    pub internal: String,
+    /// Client data URI, once started.
+    pub data: String,
+    /// Its process, while running.
+    pub proc: Option<Proc>,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Member {
+    /// Start (or restart) this coordinator with the flags it was created with.
+    pub fn start(&mut self) {
+        let port = self
+            .internal
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .expect("host:port");
+        let mut cmd = longbow_cmd(
+            &[
+                "coordinator",
+                "--data-port",
+                "0",
+                "--meta-port",
+                "0",
+                "--http-port",
+                "0",
+                "--internal-port",
+                &port,
+            ],
+            &self.dir,
+        );
+        cmd.arg("--node-id")
+            .arg(self.id.to_string())
+            .args(&self.extra);
+        let (child, line) = spawn_until_first_line(cmd);
+        self.data = format!("http://{}", word(&line, "data"));
+        self.proc = Some(Proc(child));
+    }
+
+    /// Kill -9 this coordinator.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// A client of this coordinator.
+    pub async fn client(&self) -> FlightClient {
+        connect(&self.data).await
+    }
+
+    /// A client of this coordinator whose calls ask for linearizable catalog reads.
+    pub async fn linearizable_client(&self) -> FlightClient {
+        let mut c = self.client().await;
+        c.add_header("x-longbow-read-consistency", "linearizable")
+            .expect("header");
+        c
+    }
+}
+
+/// A free loopback port (bound and released: the coordinator binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `n` coordinators forming one group with `--peers`, under `dir`, each with `extra` flags;
+/// all started.
+pub fn start_group(dir: &Path, n: u64, extra: &[&str]) -> Vec<Member> {
+    let addrs: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members: Vec<Member> = addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, internal)| {
+            let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            extra.extend(["--peers".to_string(), peers.clone()]);
+            Member {
+                id: i as u64 + 1,
+                internal,
+                data: String::new(),
+                proc: None,
+                dir: dir.join(format!("coordinator-{}", i + 1)),
+                extra,
+            }
+        })
+        .collect();
+    for m in &mut members {
+        m.start();
+    }
+    members
+}
+
+/// A coordinator started with `--join` as id `id` (added to a group with AddCoordinator).
+pub fn start_joining(dir: &Path, id: u64) -> Member {
+    let mut m = Member {
+        id,
+        internal: format!("127.0.0.1:{}", free_port()),
+        data: String::new(),
+        proc: None,
+        dir: dir.join(format!("coordinator-{id}")),
+        extra: vec!["--join".to_string()],
+    };
+    m.start();
+    m
+}
+
+/// Every internal address of `members`, comma-separated (for `longbow shard --coordinator`).
+pub fn internal_list(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| m.internal.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `cluster-status` of one coordinator.
+pub async fn status_of(m: &Member) -> Result<Value, tonic::Status> {
+    let mut c = m.client().await;
+    action(&mut c, "cluster-status", json!({})).await
+}
+
+/// Wait (bounded) until every running coordinator of `members` names the same leader, one
+/// of `members` with `voters` voters; its id.
+pub async fn wait_leader(members: &[Member], voters: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        let mut counts = Vec::new();
+        for m in members.iter().filter(|m| m.proc.is_some()) {
+            if let Ok(s) = status_of(m).await {
+                leaders.push(s["coordinator"]["raft_leader"].as_u64());
+                counts.push(
+                    s["coordinators"]
+                        .as_array()
+                        .map_or(0, |c| c.iter().filter(|m| m["voter"] == true).count()),
+                );
+            }
+        }
+        let running = members.iter().filter(|m| m.proc.is_some()).count();
+        if let Some(Some(l)) = leaders.first().copied() {
+            let agreed = leaders.len() == running
+                && leaders.iter().all(|x| *x == Some(l))
+                && counts.iter().all(|c| *c == voters)
+                && members.iter().any(|m| m.id == l && m.proc.is_some());
+            if agreed {
+                return l;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never agreed on a leader: {leaders:?}, voters {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The namespace names `c` lists.
+pub async fn namespace_names(c: &mut FlightClient) -> Result<Vec<String>, tonic::Status> {
+    let r = action(c, "ListNamespaces", json!({})).await?;
+    let mut names: Vec<String> = r["namespaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
+}
+
+/// Whether a failed call says retrying it may succeed: the retry flag Longbow sets, or a
+/// transport failure (the coordinator it went to is gone).
+pub fn retryable(s: &tonic::Status) -> bool {
+    let flagged = s
+        .metadata()
+        .get(longbow_common::error::RETRYABLE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        == Some("true");
+    flagged || s.code() == tonic::Code::Unavailable
+}
