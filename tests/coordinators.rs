@@ -255,14 +255,7 @@ fn with_column(lo: u64, hi: u64, column: &str) -> RecordBatch {
     let data: Vec<f32> = ids.iter().flat_map(|i| [*i as f32; DIM]).collect();
     let schema = Schema::new(vec![
         Field::new("id", DataType::UInt64, false),
-        Field::new(
-            "vector",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, false)),
-                DIM as i32,
-            ),
-            false,
-        ),
+        vector_field(DIM),
         Field::new(column, DataType::Int64, true),
     ]);
     let values: ArrayRef = Arc::new(Int64Array::from(

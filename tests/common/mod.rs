@@ -232,18 +232,23 @@ pub fn vectors(data: &[f32], dim: usize) -> ArrayRef {
     )
 }
 
+/// The `vector` column's field: `dim` non-null float32s.
+pub fn vector_field(dim: usize) -> Field {
+    Field::new(
+        "vector",
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            dim as i32,
+        ),
+        false,
+    )
+}
+
 /// Rows with payload `price = id % 100` and `tag = "t{id % 10}"`.
 pub fn rows(ids: &[u64], data: &[f32], dim: usize) -> RecordBatch {
     let schema = Schema::new(vec![
         Field::new("id", DataType::UInt64, false),
-        Field::new(
-            "vector",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, false)),
-                dim as i32,
-            ),
-            false,
-        ),
+        vector_field(dim),
         Field::new("price", DataType::Int64, true),
         Field::new("tag", DataType::Utf8, true),
     ]);
@@ -266,14 +271,7 @@ pub fn rows(ids: &[u64], data: &[f32], dim: usize) -> RecordBatch {
 }
 
 pub fn queries(data: &[f32], dim: usize) -> RecordBatch {
-    let schema = Schema::new(vec![Field::new(
-        "vector",
-        DataType::FixedSizeList(
-            Arc::new(Field::new("item", DataType::Float32, false)),
-            dim as i32,
-        ),
-        false,
-    )]);
+    let schema = Schema::new(vec![vector_field(dim)]);
     RecordBatch::try_new(Arc::new(schema), vec![vectors(data, dim)]).expect("batch")
 }
 
