@@ -233,7 +233,9 @@ fn a_coordinator_joins_with_add_coordinator_and_leaves_with_remove_coordinator()
         gone.kill9();
         let next = wait_leader(&group, 3).await;
         assert_ne!(next, leader);
-        action(
+        // A coordinator that joined moments ago may not have heard from every shard node
+        // yet: it says so with a retryable error, never a refusal.
+        action_retried(
             &mut via_new,
             "CreateNamespace",
             json!({"name": "after", "dim": DIM}),

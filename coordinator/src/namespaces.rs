@@ -167,6 +167,32 @@ impl Coordinator {
             .collect()
     }
 
+    /// Why `rf` replicas cannot be placed on `live` nodes: INVALID_ARGUMENT when the cluster
+    /// has fewer shard nodes than that at all; UNAVAILABLE (retryable) when enough are
+    /// registered but some are down, or this coordinator has not heard from them all yet.
+    fn too_few_live(&self, rf: u32, live: usize) -> CoordinatorError {
+        let registered = self.group.catalog.read().nodes.len();
+        if rf as usize > registered {
+            return ContractError::invalid(
+                "replication_factor",
+                format!(
+                    "{rf} replicas of each shard need {rf} shard nodes, and the cluster has \
+                     {registered}"
+                ),
+            )
+            .into();
+        }
+        let settling = if self.liveness_settled() {
+            ""
+        } else {
+            " (this coordinator is still hearing from shard nodes)"
+        };
+        CoordinatorError::Unavailable(format!(
+            "{rf} replicas of each shard need {rf} live shard nodes, and {live} of the \
+             {registered} registered are live{settling}"
+        ))
+    }
+
     /// Create a namespace: choose placement, commit it through Raft, create the replicas.
     pub async fn create_namespace(
         &self,
@@ -196,14 +222,7 @@ impl Coordinator {
         }
         let live = self.live_nodes();
         if rf as usize > live.len() {
-            return Err(ContractError::invalid(
-                "replication_factor",
-                format!(
-                    "{rf} replicas of each shard need {rf} live shard nodes, and {} are live",
-                    live.len()
-                ),
-            )
-            .into());
+            return Err(self.too_few_live(rf, live.len()));
         }
         self.sweep_namespaces().await;
         if self.group.catalog.read().name_taken(&req.name) {

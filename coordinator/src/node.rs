@@ -126,9 +126,11 @@ pub struct Coordinator {
     pub(crate) pushed: Mutex<HashMap<MemberKey, (Instant, ReplicaConfig)>>,
     /// When this process started (Unix ms): snapshots it began before are cut off.
     pub started_ms: u64,
-    /// When this process started: a node not heard from since has been dead at least this
-    /// long.
-    started: Instant,
+    /// When this coordinator first heard from any shard node. Until a heartbeat timeout has
+    /// passed since, its view of which nodes are dead is not settled: a coordinator that just
+    /// started, or just joined the group (shard nodes learn of it from the others' replies),
+    /// has simply not heard from everyone yet.
+    first_heard: Mutex<Option<Instant>>,
     /// Replicas nodes reported that are not members of any shard, with when each was first
     /// seen so: dropped once that has lasted [`crate::replica_sets::STRAY_GRACE`].
     pub(crate) strays: Mutex<HashMap<MemberKey, Instant>>,
@@ -160,7 +162,7 @@ impl Coordinator {
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
         Ok(Arc::new(Coordinator {
             started_ms: crate::snapshots::now_ms(),
-            started: Instant::now(),
+            first_heard: Mutex::new(None),
             strays: Mutex::new(HashMap::new()),
             _lock: lock,
             config,
@@ -175,6 +177,7 @@ impl Coordinator {
 
     /// Record a heartbeat (or registration, with no statuses) of a shard node.
     pub fn heartbeat(&self, node: NodeId, replicas: Option<Vec<ReplicaStatus>>) {
+        self.first_heard.lock().get_or_insert_with(Instant::now);
         let mut beats = self.heartbeats.lock();
         let seen = beats.entry(node).or_insert_with(|| NodeSeen {
             at: Instant::now(),
@@ -199,15 +202,27 @@ impl Coordinator {
             .is_some_and(|s| s.at.elapsed() < self.config.heartbeat_timeout)
     }
 
-    /// How long `node` has been dead: `None` while it is live; since its last heartbeat, or
-    /// since this coordinator started when it has not been heard from since.
+    /// How long `node` has been dead: `None` while it is live; since its last heartbeat, or,
+    /// when it has not been heard from, since this coordinator first heard from any node.
     pub fn dead_for(&self, node: NodeId) -> Option<Duration> {
         let since = match self.heartbeats.lock().get(&node) {
             Some(s) if s.at.elapsed() < self.config.heartbeat_timeout => return None,
             Some(s) => s.at.elapsed(),
-            None => self.started.elapsed(),
+            None => self
+                .first_heard
+                .lock()
+                .map_or(Duration::ZERO, |t| t.elapsed()),
         };
         Some(since)
+    }
+
+    /// Whether this coordinator has listened to shard nodes for a full heartbeat timeout, so
+    /// a node it counts as dead really missed its heartbeats (rather than not having found
+    /// this coordinator yet). Failover and shrinking in-sync sets wait for it.
+    pub fn liveness_settled(&self) -> bool {
+        self.first_heard
+            .lock()
+            .is_some_and(|t| t.elapsed() >= self.config.heartbeat_timeout)
     }
 
     /// Every replica each live node last reported: `((namespace, shard, node), status)`.

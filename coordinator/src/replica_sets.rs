@@ -170,7 +170,8 @@ impl Coordinator {
     /// primary's node is dead, drop dead backups from the in-sync set, and push the
     /// configuration to members that report another one. Only the catalog leader acts.
     pub async fn reconcile(&self) {
-        if !self.group.is_leader() {
+        // A leader that has not heard from every node yet would take the unheard for dead.
+        if !self.group.is_leader() || !self.liveness_settled() {
             return;
         }
         let namespaces: Vec<NamespaceMeta> = self.namespaces();

@@ -198,6 +198,24 @@ pub async fn namespace_names(c: &mut FlightClient) -> Result<Vec<String>, tonic:
     Ok(names)
 }
 
+/// Run an action, again (bounded, 20 s) while it fails with an error that says a retry may
+/// help: what a client does through a leader change.
+pub async fn action_retried(
+    c: &mut FlightClient,
+    kind: &str,
+    body: Value,
+) -> Result<Value, tonic::Status> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match action(c, kind, body.clone()).await {
+            Err(s) if retryable(&s) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether a failed call says retrying it may succeed: the retry flag Longbow sets, or a
 /// transport failure (the coordinator it went to is gone).
 pub fn retryable(s: &tonic::Status) -> bool {
