@@ -1,10 +1,14 @@
-//! `longbow-chaos`: starts a real Longbow cluster (one `longbow coordinator`, N `longbow
-//! shard` processes on loopback), runs the soak workload on a replicated namespace while it
-//! injects faults from a seeded schedule (kill -9 then restart, SIGSTOP then SIGCONT, always
-//! on a node holding primaries), and then checks the invariants: every acknowledged write
-//! readable with its last acknowledged value, no deleted id returned, every shard's replicas
-//! at the same LSN with the same rows, recall@k against exact search after healing. It times
-//! how long writes and reads took to work again after each fault, writes a report (JSON and
+//! `longbow-chaos`: starts a real Longbow cluster (a group of `longbow coordinator`s, N
+//! `longbow shard` processes), runs the soak workload on a replicated namespace and a probe
+//! that changes the catalog, while it injects faults from a seeded schedule: on shard nodes
+//! holding primaries (kill -9 then restart, SIGSTOP then SIGCONT, partition then heal) and
+//! on the coordinators (kill -9 of the catalog leader, the leader partitioned, every
+//! coordinator killed and restarted). Then it checks the invariants: every acknowledged
+//! write readable with its last acknowledged value, no deleted id returned, every shard's
+//! replicas at the same LSN with the same rows, recall@k against exact search after healing,
+//! every coordinator holding the same catalog with every acknowledged catalog change in it,
+//! and no catalog change refused with a non-retryable error. It times how long writes,
+//! reads and catalog changes took to work again after each fault, writes a report (JSON and
 //! Markdown) and exits 0 only when every check passed.
 //!
 //! Faults are one at a time: each trial waits until every replica set is whole and caught
@@ -12,6 +16,7 @@
 //! root, with `ip` and `nft`) every process runs in one of its own and partitions are among
 //! the faults; `--partitions off` keeps everything on loopback.
 
+mod catalog;
 mod checks;
 mod probe;
 mod report;
@@ -52,6 +57,10 @@ struct Args {
     /// Faults to inject, one after another.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     trials: u64,
+    /// Coordinator processes: 3 or 5 form a Raft group and add the coordinator faults; 1
+    /// runs without them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    coordinators: u64,
     /// Shard node processes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
     nodes: u64,
@@ -121,6 +130,9 @@ struct Args {
 }
 
 fn check(args: &Args) -> Result<()> {
+    if ![1, 3, 5].contains(&args.coordinators) {
+        bail!("--coordinators is 1, 3 or 5 (got {})", args.coordinators);
+    }
     if args.replication_factor > args.nodes {
         bail!(
             "--replication-factor {} needs at least as many --nodes (got {})",
@@ -147,10 +159,11 @@ fn check(args: &Args) -> Result<()> {
 struct Load {
     run: Run,
     log: Arc<Mutex<probe::Log>>,
+    catalog: Arc<Mutex<catalog::Outcomes>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start_load(args: &Args, cluster: &Cluster, client: &mut Client) -> Result<Load> {
+async fn start_load(args: &Args, client: &mut Client) -> Result<Load> {
     let settings = Arc::new(Settings {
         namespace: "chaos".into(),
         dim: args.dim as usize,
@@ -177,38 +190,120 @@ async fn start_load(args: &Args, cluster: &Cluster, client: &mut Client) -> Resu
     workload::load(&run, client, args.initial_rows).await?;
     client.wait_ready(&settings.namespace).await?;
     let log = Arc::new(Mutex::new(probe::Log::default()));
-    let connect = || Client::connect(&cluster.data, &cluster.meta);
+    let outcomes = Arc::new(Mutex::new(catalog::Outcomes::default()));
     let deadline = Instant::now() + settings.duration;
     let mut tasks = Vec::new();
+    // Each task starts at another coordinator, so a fault on one hits some of them.
     for w in 0..settings.writers {
         tasks.push(tokio::spawn(workload::writer(
             run.clone(),
-            connect().await?,
+            client.another(w),
             w,
             deadline,
         )));
     }
+    let n = settings.writers;
     tasks.push(tokio::spawn(workload::searcher(
         run.clone(),
-        connect().await?,
+        client.another(n),
         0,
         deadline,
     )));
     tasks.push(tokio::spawn(probe::writes(
         run.clone(),
-        connect().await?,
+        client.another(n + 1),
         log.clone(),
     )));
     tasks.push(tokio::spawn(probe::reads(
         run.clone(),
-        connect().await?,
+        client.another(n + 2),
         log.clone(),
     )));
-    Ok(Load { run, log, tasks })
+    tasks.push(tokio::spawn(catalog::changes(
+        run.clone(),
+        client.another(n + 3),
+        log.clone(),
+        outcomes.clone(),
+    )));
+    Ok(Load {
+        run,
+        log,
+        catalog: outcomes,
+        tasks,
+    })
 }
 
-/// One trial: wait until the cluster is whole, hit a node holding primaries, hold, heal.
-/// Returns the trial with its resumption times still unset, and when the fault began.
+/// The process a trial hits and the primaries it held: a shard node holding primaries (the
+/// `pick`-th of them), or the coordinator leading the catalog.
+async fn victim(
+    cluster: &Cluster,
+    client: &mut Client,
+    plan: &Planned,
+    stats: &serde_json::Value,
+) -> Result<(String, usize)> {
+    if plan.kind.on_coordinators() {
+        let status = client.action("cluster-status", json!({})).await?;
+        let leader = status["coordinator"]["raft_leader"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no catalog leader: {status}"))?;
+        let c = cluster
+            .coordinators
+            .iter()
+            .find(|c| c.node_id == leader)
+            .ok_or_else(|| anyhow!("leader {leader} is not a coordinator the harness started"))?;
+        return Ok((c.name.clone(), 0));
+    }
+    let ids = checks::node_ids(client, cluster).await?;
+    let primaries = checks::primaries(stats);
+    let candidates: Vec<(&String, usize)> = ids
+        .iter()
+        .map(|(name, id)| (name, primaries.iter().filter(|p| *p == id).count()))
+        .filter(|(_, held)| *held > 0)
+        .collect();
+    let Some(&(victim, held)) = candidates.get(plan.pick % candidates.len().max(1)) else {
+        bail!("no node holds a primary: {stats}");
+    };
+    Ok((victim.clone(), held))
+}
+
+/// Inject `kind` into `victim` (for [`FaultKind::RestartCoordinators`]: into every
+/// coordinator).
+fn inject(cluster: &mut Cluster, kind: FaultKind, victim: &str) -> Result<()> {
+    match kind {
+        FaultKind::Kill | FaultKind::KillLeader => cluster.kill(victim),
+        FaultKind::Pause => cluster.pause(victim),
+        FaultKind::Partition | FaultKind::PartitionLeader => cluster.partition(victim),
+        FaultKind::RestartCoordinators => {
+            let names: Vec<String> = cluster
+                .coordinators
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            names.iter().try_for_each(|n| cluster.kill(n))
+        }
+    }
+}
+
+/// Undo [`inject`].
+fn heal(cluster: &mut Cluster, kind: FaultKind, victim: &str) -> Result<()> {
+    match kind {
+        FaultKind::Kill | FaultKind::KillLeader => cluster.restart(victim),
+        FaultKind::Pause => cluster.resume(victim),
+        FaultKind::Partition | FaultKind::PartitionLeader => cluster.heal(victim),
+        FaultKind::RestartCoordinators => {
+            let names: Vec<String> = cluster
+                .coordinators
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            names.iter().try_for_each(|n| cluster.restart(n))
+        }
+    }
+}
+
+/// One trial: wait until the cluster is whole, hit a node holding primaries (or the
+/// coordinators), hold, heal. Returns the trial with its resumption times still unset, and
+/// when the fault began.
 async fn trial(
     args: &Args,
     cluster: &mut Cluster,
@@ -218,30 +313,12 @@ async fn trial(
     let within = Duration::from_secs(args.converge_secs);
     let rf = args.replication_factor as usize;
     let (_, stats) = checks::wait_whole(client, "chaos", rf, within).await?;
-    let ids = checks::node_ids(client, cluster).await?;
-    let primaries = checks::primaries(&stats);
-    let candidates: Vec<(&String, usize)> = ids
-        .iter()
-        .map(|(name, id)| (name, primaries.iter().filter(|p| *p == id).count()))
-        .filter(|(_, held)| *held > 0)
-        .collect();
-    let Some(&(victim, held)) = candidates.get(plan.pick % candidates.len().max(1)) else {
-        bail!("no node holds a primary: {stats}");
-    };
-    let victim = victim.clone();
-    match plan.kind {
-        FaultKind::Kill => cluster.kill(&victim)?,
-        FaultKind::Pause => cluster.pause(&victim)?,
-        FaultKind::Partition => cluster.partition(&victim)?,
-    }
+    let (victim, held) = victim(cluster, client, plan, &stats).await?;
+    inject(cluster, plan.kind, &victim)?;
     // Timed from when the fault is in place (loading nftables rules takes a moment).
     let at = Instant::now();
     tokio::time::sleep(plan.hold).await;
-    match plan.kind {
-        FaultKind::Kill => cluster.restart(&victim)?,
-        FaultKind::Pause => cluster.resume(&victim)?,
-        FaultKind::Partition => cluster.heal(&victim)?,
-    }
+    heal(cluster, plan.kind, &victim)?;
     let (whole, _) = checks::wait_whole(client, "chaos", rf, within).await?;
     eprintln!(
         "trial {}: {} of {victim} ({held} primaries) for {:.1} s; whole again {:.1} s after healing",
@@ -258,6 +335,7 @@ async fn trial(
         hold_secs: plan.hold.as_secs_f64(),
         writes_resumed_secs: None,
         reads_resumed_secs: None,
+        catalog_resumed_secs: None,
         whole_again_secs: whole.as_secs_f64(),
     };
     Ok((t, at))
@@ -279,7 +357,9 @@ async fn chaos(args: &Args) -> Result<Report> {
     ];
     let net = match (args.partitions.as_str(), netns::available()) {
         ("off", _) => None,
-        (_, Ok(())) => Some(Net::new(args.nodes as usize + 1).map_err(|e| anyhow!(e))?),
+        (_, Ok(())) => {
+            Some(Net::new((args.coordinators + args.nodes) as usize).map_err(|e| anyhow!(e))?)
+        }
         ("on", Err(why)) => bail!("--partitions on: {why}"),
         (_, Err(why)) => {
             eprintln!("no partitions in this run: {why}");
@@ -290,18 +370,30 @@ async fn chaos(args: &Args) -> Result<Report> {
     if net.is_some() {
         kinds.push(FaultKind::Partition);
     }
+    if args.coordinators > 1 {
+        kinds.extend([FaultKind::KillLeader, FaultKind::RestartCoordinators]);
+        if net.is_some() {
+            kinds.push(FaultKind::PartitionLeader);
+        }
+    }
     let mut cluster = Cluster::start_spec(Spec {
         binary: &args.binary,
         dir: &dir,
         shards: args.nodes as usize,
         shard_args: &shard_args,
+        coordinators: args.coordinators as usize,
         coordinator_args: &coordinator_args,
         log: &args.log,
         net,
     })?;
-    let mut client = Client::connect(&cluster.data, &cluster.meta).await?;
+    let addrs: Vec<(String, String)> = cluster
+        .coordinators
+        .iter()
+        .map(|c| (c.data.clone(), c.meta.clone()))
+        .collect();
+    let mut client = Client::connect_all(&addrs)?;
     client.wait_live(args.nodes as usize).await?;
-    let load = start_load(args, &cluster, &mut client).await?;
+    let load = start_load(args, &mut client).await?;
 
     let plan = schedule::plan(
         args.seed,
@@ -337,6 +429,7 @@ async fn chaos(args: &Args) -> Result<Report> {
                 let secs = |v: Option<Duration>| v.map(|d| d.as_secs_f64());
                 t.writes_resumed_secs = secs(probe::Log::resumed_after(&log.writes, at));
                 t.reads_resumed_secs = secs(probe::Log::resumed_after(&log.reads, at));
+                t.catalog_resumed_secs = secs(probe::Log::resumed_after(&log.catalog, at));
                 t
             })
             .collect()
@@ -356,6 +449,16 @@ async fn chaos(args: &Args) -> Result<Report> {
     let settings = load.run.settings.clone();
     let audit = audit::audit(&mut client, &settings, &oracle).await?;
     let recall = checks::recall(&mut client, &settings, &oracle, args.recall_queries).await?;
+    let catalog = {
+        let outcomes = std::mem::take(&mut *load.catalog.lock());
+        catalog::audit(
+            &cluster,
+            "chaos",
+            &outcomes,
+            Duration::from_secs(args.converge_secs),
+        )
+        .await?
+    };
     cluster.stop();
     let st = load.run.stats.lock();
     let mut report = Report {
@@ -369,6 +472,7 @@ async fn chaos(args: &Args) -> Result<Report> {
         acknowledged: oracle.seq,
         failed_calls: st.errors.iter().sum(),
         audit,
+        catalog,
         deleted_returned: st.deleted_returned,
         replicas,
         recall,

@@ -31,13 +31,15 @@ pub struct Sample {
     pub ok: bool,
 }
 
-/// The calls of both probes.
+/// The calls of every probe.
 #[derive(Default)]
 pub struct Log {
     /// Write probe calls.
     pub writes: Vec<Sample>,
     /// Read probe calls.
     pub reads: Vec<Sample>,
+    /// Catalog probe calls ([`crate::catalog::changes`]).
+    pub catalog: Vec<Sample>,
 }
 
 impl Log {

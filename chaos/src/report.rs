@@ -8,6 +8,7 @@ use anyhow::Result;
 use longbow_soak::audit::Audit;
 use serde::Serialize;
 
+use crate::catalog::CatalogAudit;
 use crate::schedule::FaultKind;
 
 /// What one trial did and measured.
@@ -27,6 +28,8 @@ pub struct Trial {
     pub writes_resumed_secs: Option<f64>,
     /// From the fault to the first answered probe search sent after it.
     pub reads_resumed_secs: Option<f64>,
+    /// From the fault to the first acknowledged catalog change sent after it.
+    pub catalog_resumed_secs: Option<f64>,
     /// From healing the fault to every replica set whole and caught up.
     pub whole_again_secs: f64,
 }
@@ -42,6 +45,8 @@ pub struct Resumption {
     pub writes: [f64; 3],
     /// Reads: p50, p99, max (seconds).
     pub reads: [f64; 3],
+    /// Catalog changes: p50, p99, max (seconds).
+    pub catalog: [f64; 3],
 }
 
 /// The whole report.
@@ -62,6 +67,9 @@ pub struct Report {
     pub failed_calls: u64,
     /// The final audit of every id the run touched.
     pub audit: Audit,
+    /// The catalog checks: coordinators agree, acknowledged changes kept, only retryable
+    /// refusals.
+    pub catalog: CatalogAudit,
     /// Search results holding an id whose delete was acknowledged before the search.
     pub deleted_returned: u64,
     /// Each shard's members as `(node, lsn, rows)` after healing.
@@ -106,6 +114,7 @@ pub fn resumption(trials: &[Trial], kind: FaultKind) -> Resumption {
         trials: trials.iter().filter(|t| t.kind == kind).count(),
         writes: of(|t| t.writes_resumed_secs),
         reads: of(|t| t.reads_resumed_secs),
+        catalog: of(|t| t.catalog_resumed_secs),
     }
 }
 
@@ -149,10 +158,14 @@ impl Report {
             ));
         }
         for t in &self.trials {
-            if t.writes_resumed_secs.is_none() || t.reads_resumed_secs.is_none() {
+            if t.writes_resumed_secs.is_none()
+                || t.reads_resumed_secs.is_none()
+                || t.catalog_resumed_secs.is_none()
+            {
                 f.push(format!("trial {}: the cluster never served again", t.trial));
             }
         }
+        f.extend(self.catalog.failures());
         self.failures.extend(f);
         self.passed = self.failures.is_empty();
     }
@@ -177,25 +190,34 @@ impl Report {
             a.uncertain_ok,
             self.recall
         );
-        m += "| fault | trials | writes resumed p50 / p99 / max (s) | reads resumed p50 / p99 / max (s) |\n|---|---|---|---|\n";
+        let c = &self.catalog;
+        m += &format!(
+            "| coordinators | catalog changes kept / deleted (checked) | lost | undone | refused (non-retryable) | agree |\n|---|---|---|---|---|---|\n| {} | {} / {} | {} | {} | {} | {} |\n\n",
+            c.coordinators,
+            c.kept,
+            c.deleted,
+            c.lost.len(),
+            c.undeleted.len(),
+            c.refused,
+            if c.diverged.is_none() { "yes" } else { "NO" }
+        );
+        let three = |v: [f64; 3]| format!("{:.2} / {:.2} / {:.2}", v[0], v[1], v[2]);
+        m += "| fault | trials | writes resumed p50 / p99 / max (s) | reads resumed p50 / p99 / max (s) | catalog changes resumed p50 / p99 / max (s) |\n|---|---|---|---|---|\n";
         for r in &self.resumption {
             m += &format!(
-                "| {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} |\n",
+                "| {} | {} | {} | {} | {} |\n",
                 r.kind.name(),
                 r.trials,
-                r.writes[0],
-                r.writes[1],
-                r.writes[2],
-                r.reads[0],
-                r.reads[1],
-                r.reads[2]
+                three(r.writes),
+                three(r.reads),
+                three(r.catalog)
             );
         }
-        m += "\n| trial | fault | node | primaries held | held (s) | writes resumed (s) | reads resumed (s) | whole again (s) |\n|---|---|---|---|---|---|---|---|\n";
+        m += "\n| trial | fault | process | primaries held | held (s) | writes resumed (s) | reads resumed (s) | catalog resumed (s) | whole again (s) |\n|---|---|---|---|---|---|---|---|---|\n";
         let opt = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.2}"));
         for t in &self.trials {
             m += &format!(
-                "| {} | {} | {} | {} | {:.1} | {} | {} | {:.1} |\n",
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.1} |\n",
                 t.trial,
                 t.kind.name(),
                 t.victim,
@@ -203,6 +225,7 @@ impl Report {
                 t.hold_secs,
                 opt(t.writes_resumed_secs),
                 opt(t.reads_resumed_secs),
+                opt(t.catalog_resumed_secs),
                 t.whole_again_secs
             );
         }

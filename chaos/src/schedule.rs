@@ -1,12 +1,14 @@
 //! The fault schedule: which fault each trial injects, on which kind of node, for how long.
-//! It is a pure function of the seed, so a failing run can be repeated exactly.
+//! It is a pure function of the seed, so a failing run can be repeated exactly. Every run of
+//! as many trials as there are kinds holds each kind once (in a seeded order), so a short run
+//! still covers every fault.
 
 use std::time::Duration;
 
 use longbow_soak::oracle::SplitMix;
 use serde::Serialize;
 
-/// A fault one trial injects into one shard node.
+/// A fault one trial injects: into one shard node, or into the coordinator group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -17,6 +19,13 @@ pub enum FaultKind {
     /// Every packet between the node and the rest of the cluster dropped (nftables in its
     /// network namespace), then let through again.
     Partition,
+    /// `kill -9` of the coordinator leading the catalog's Raft group, then a restart.
+    KillLeader,
+    /// The catalog leader cut off from every other process (clients still reach it), then
+    /// let through again.
+    PartitionLeader,
+    /// `kill -9` of every coordinator, then all started again.
+    RestartCoordinators,
 }
 
 impl FaultKind {
@@ -26,7 +35,18 @@ impl FaultKind {
             FaultKind::Kill => "kill -9 + restart",
             FaultKind::Pause => "SIGSTOP + SIGCONT",
             FaultKind::Partition => "partition + heal",
+            FaultKind::KillLeader => "kill -9 catalog leader + restart",
+            FaultKind::PartitionLeader => "partition catalog leader + heal",
+            FaultKind::RestartCoordinators => "kill -9 all coordinators + restart",
         }
+    }
+
+    /// Whether it hits coordinators (rather than a shard node).
+    pub fn on_coordinators(self) -> bool {
+        matches!(
+            self,
+            FaultKind::KillLeader | FaultKind::PartitionLeader | FaultKind::RestartCoordinators
+        )
     }
 }
 
@@ -49,8 +69,8 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// `trials` trials from `seed`: each of `kinds` in about equal numbers, each held for a
-/// time in `hold_min..=hold_max`.
+/// `trials` trials from `seed`: each run of `kinds.len()` trials holds every kind once, in a
+/// seeded order; each held for a time in `hold_min..=hold_max`.
 pub fn plan(
     seed: u64,
     trials: usize,
@@ -59,12 +79,22 @@ pub fn plan(
 ) -> Vec<Planned> {
     let mut rng = SplitMix(seed ^ 0xC4A0_5EED);
     let span = hold_max.saturating_sub(hold_min).as_millis() as usize;
+    let mut round: Vec<FaultKind> = Vec::new();
     (0..trials)
-        .map(|trial| Planned {
-            trial,
-            kind: kinds[rng.below(kinds.len())],
-            pick: rng.below(1 << 16),
-            hold: hold_min + Duration::from_millis(rng.below(span + 1) as u64),
+        .map(|trial| {
+            if round.is_empty() {
+                round = kinds.to_vec();
+                // Fisher-Yates, drawn from the seed.
+                for i in (1..round.len()).rev() {
+                    round.swap(i, rng.below(i + 1));
+                }
+            }
+            Planned {
+                trial,
+                kind: round.pop().unwrap_or(FaultKind::Kill),
+                pick: rng.below(1 << 16),
+                hold: hold_min + Duration::from_millis(rng.below(span + 1) as u64),
+            }
         })
         .collect()
 }
@@ -86,14 +116,30 @@ mod tests {
         assert_eq!(key(&a), key(&b));
         assert_ne!(key(&a), key(&c));
         assert!(a.iter().all(|t| (lo..=hi).contains(&t.hold)));
-        let kills = a.iter().filter(|t| t.kind == FaultKind::Kill).count();
-        assert!((10..=30).contains(&kills), "both kinds are drawn: {kills}");
-        let all = plan(
-            7,
-            60,
-            (lo, hi),
-            &[FaultKind::Kill, FaultKind::Pause, FaultKind::Partition],
-        );
-        assert!(all.iter().any(|t| t.kind == FaultKind::Partition));
+    }
+
+    #[test]
+    fn every_run_of_as_many_trials_as_kinds_holds_each_kind_once() {
+        let all = [
+            FaultKind::Kill,
+            FaultKind::Pause,
+            FaultKind::Partition,
+            FaultKind::KillLeader,
+            FaultKind::PartitionLeader,
+            FaultKind::RestartCoordinators,
+        ];
+        let d = Duration::from_secs(1);
+        let p = plan(3, 6 * 5 + 2, (d, d), &all);
+        for round in p.chunks(all.len()).filter(|r| r.len() == all.len()) {
+            let mut kinds: Vec<&str> = round.iter().map(|t| t.kind.name()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            assert_eq!(kinds.len(), all.len(), "{round:?}");
+        }
+        let orders: std::collections::BTreeSet<Vec<&str>> = p
+            .chunks(all.len())
+            .map(|r| r.iter().map(|t| t.kind.name()).collect())
+            .collect();
+        assert!(orders.len() > 1, "the order is drawn, not fixed");
     }
 }

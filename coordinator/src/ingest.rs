@@ -163,7 +163,7 @@ impl Coordinator {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
-        let existing = self.namespace(name).ok();
+        let existing = self.namespace_now(name).await.ok();
         let (meta, first) = match existing {
             Some(meta) if !meta.is_declared() => (meta, None),
             Some(declared) => self.settle_from(&declared, &batch).await?,

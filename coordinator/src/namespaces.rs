@@ -220,6 +220,9 @@ impl Coordinator {
             )
             .into());
         }
+        // Judged on a catalog holding every change committed so far (registered nodes, names
+        // taken), not on what a coordinator that lags the leader still has.
+        self.group.linearize().await?;
         let live = self.live_nodes();
         if rf as usize > live.len() {
             return Err(self.too_few_live(rf, live.len()));
@@ -463,7 +466,7 @@ impl Coordinator {
 
     /// Delete a namespace from the catalog, then drop its replicas.
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
-        let meta = self.namespace(name)?;
+        let meta = self.namespace_now(name).await?;
         match self
             .group
             .write(CatalogCommand::DeleteNamespace {
@@ -519,7 +522,7 @@ impl Coordinator {
     /// Aggregate statistics from every shard: counts from one in-sync replica of each (the
     /// primary when it is live), bytes from every live member, and each member's LSN and lag.
     pub async fn namespace_stats(&self, name: &str) -> Result<NamespaceStats> {
-        let meta = self.namespace(name)?;
+        let meta = self.namespace_now(name).await?;
         let shards = if meta.is_declared() { 0 } else { meta.shards };
         let calls = (0..shards).map(|shard| self.shard_stats(&meta, shard));
         let per_shard = futures::future::try_join_all(calls).await?;

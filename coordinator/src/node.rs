@@ -312,6 +312,23 @@ impl Coordinator {
             .ok_or_else(|| CoordinatorError::NamespaceNotFound(name.to_string()))
     }
 
+    /// Make sure a namespace missing here is missing everywhere: when `name` is not in this
+    /// coordinator's catalog, wait until it holds every change committed so far (it may lag
+    /// the leader: just restarted, or cut off a moment ago). A namespace created through
+    /// another coordinator is then never NOT_FOUND here; a name that is held costs nothing.
+    pub async fn catch_up_for(&self, name: &str) -> Result<()> {
+        if self.group.catalog.read().namespaces.contains_key(name) {
+            return Ok(());
+        }
+        self.group.linearize().await
+    }
+
+    /// [`Coordinator::namespace`], after [`Coordinator::catch_up_for`].
+    pub async fn namespace_now(&self, name: &str) -> Result<NamespaceMeta> {
+        self.catch_up_for(name).await?;
+        self.namespace(name)
+    }
+
     /// The current address of shard node `node`, or why it cannot be called: not in the
     /// catalog, or not registered since this coordinator started (its catalog address is
     /// from an earlier run and may belong to another process by now).

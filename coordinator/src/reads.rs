@@ -153,7 +153,7 @@ impl Coordinator {
 
     /// Records by id, in request order (missing ids skipped).
     pub async fn get(&self, req: &GetRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let meta = self.namespace(&req.namespace)?;
+        let meta = self.namespace_now(&req.namespace).await?;
         let cols = req
             .columns
             .as_ref()
@@ -196,7 +196,7 @@ impl Coordinator {
 
     /// Live records matching a filter, from every shard, at most `limit`.
     pub async fn scan(&self, req: &ScanRecords) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let meta = self.namespace(&req.namespace)?;
+        let meta = self.namespace_now(&req.namespace).await?;
         let cols = req
             .columns
             .as_ref()
@@ -237,7 +237,7 @@ impl Coordinator {
 
     /// Delete by ids and/or filter; returns rows deleted.
     pub async fn delete(&self, req: &DeleteRecords) -> Result<u64> {
-        let meta = self.namespace(&req.namespace)?;
+        let meta = self.namespace_now(&req.namespace).await?;
         let ids = parse_ids(&meta, req.ids.as_deref().unwrap_or_default())?;
         check_filter(&meta, req.filter.as_ref())?;
         if req.ids.is_none() && req.filter.is_none() {

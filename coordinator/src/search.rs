@@ -139,6 +139,13 @@ impl PreparedSearch {
 
 impl Coordinator {
     /// Validate a search against its namespace.
+    pub async fn prepare_search_now(&self, req: &SearchRequest) -> Result<PreparedSearch> {
+        self.catch_up_for(&req.namespace).await?;
+        self.prepare_search(req)
+    }
+
+    /// Plan a search from this coordinator's catalog as it stands (see
+    /// [`Coordinator::prepare_search_now`]).
     pub fn prepare_search(&self, req: &SearchRequest) -> Result<PreparedSearch> {
         let meta = self.namespace(&req.namespace)?;
         validate_k(req.k)?;

@@ -60,7 +60,7 @@ impl Coordinator {
     /// Take a snapshot of namespace `name`: every shard checkpoints and hard-links its files.
     pub async fn snapshot(&self, name: &str) -> Result<SnapshotMeta> {
         self.sweep_snapshots().await;
-        let meta = self.namespace(name)?;
+        let meta = self.namespace_now(name).await?;
         let created_ms = now_ms();
         let mut id = format!("snap-{created_ms}");
         let mut n = 1;
@@ -378,7 +378,7 @@ impl Coordinator {
 
     /// Seal and checkpoint every shard of a namespace now.
     pub async fn checkpoint(&self, name: &str) -> Result<Vec<(u32, CheckpointReply)>> {
-        let meta = self.namespace(name)?;
+        let meta = self.namespace_now(name).await?;
         let shards = if meta.is_declared() { 0 } else { meta.shards };
         let calls = (0..shards).map(|shard| {
             let meta = &meta;

@@ -108,6 +108,12 @@ CASES: list[tuple[str, dict[str, Any], Call]] = [
     ("DeleteSnapshot", {"snapshot": "strict-none"}, lambda d, m, b: act(m, "DeleteSnapshot", b)),
     ("ForceSnapshot", {}, lambda d, m, b: act(m, "ForceSnapshot", b)),
     ("Checkpoint", {"namespace": NS}, lambda d, m, b: act(m, "Checkpoint", b)),
+    (
+        "AddCoordinator",
+        {"node_id": 4, "address": "nowhere"},
+        lambda d, m, b: act(m, "AddCoordinator", b),
+    ),
+    ("RemoveCoordinator", {"node_id": 99}, lambda d, m, b: act(m, "RemoveCoordinator", b)),
     ("search ticket", {"namespace": NS, "vector": vector()}, lambda d, m, b: ticket(d, {"search": b})),
     ("get ticket", {"namespace": NS, "ids": [1]}, lambda d, m, b: ticket(d, {"get": b})),
     ("scan ticket", {"namespace": NS}, lambda d, m, b: ticket(d, {"scan": b})),
@@ -135,6 +141,12 @@ CASES: list[tuple[str, dict[str, Any], Call]] = [
 ]
 
 
+# Coordinator membership cannot change under `longbow local` (a group of one, no peer to add):
+# these base bodies are refused for what they say (a bad address, an unknown node id), which
+# still shows the unknown key is refused before anything else is looked at.
+REFUSED_HERE = {"AddCoordinator", "RemoveCoordinator"}
+
+
 def put_cmd(data: flight.FlightClient, body: dict[str, Any]) -> list[bytes]:
     t = table(np.arange(100, 102))
     writer, reader = data.do_put(flight.FlightDescriptor.for_command(json.dumps(body).encode()), t.schema)
@@ -151,9 +163,14 @@ def test_a_valid_body_is_accepted_and_an_unknown_key_is_refused_by_name(
     conns: tuple[flight.FlightClient, flight.FlightClient], what: str, body: dict[str, Any], call: Call
 ) -> None:
     data, meta = conns
-    # The base body is valid (a KeyError: valid, naming a namespace that does not exist).
-    with contextlib.suppress(pa.ArrowKeyError):
-        call(data, meta, dict(body))
+    if what in REFUSED_HERE:
+        with pytest.raises(pa.ArrowInvalid) as base:
+            call(data, meta, dict(body))
+        assert "accepted keys" not in str(base.value), base.value
+    else:
+        # The base body is valid (a KeyError: valid, naming a namespace that does not exist).
+        with contextlib.suppress(pa.ArrowKeyError):
+            call(data, meta, dict(body))
     if what == "CreateNamespace":
         act(meta, "DeleteNamespace", {"name": "strict-new"})
     with pytest.raises(pa.ArrowInvalid) as info:

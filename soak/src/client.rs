@@ -1,8 +1,12 @@
 //! The Flight calls the soak workload makes, in the client API's public forms: DoAction for
 //! namespaces and deletes, DoPut for writes, DoExchange for searches, DoGet for reads by id.
-//! Nothing here retries: every failure is reported to the caller, which counts it.
+//! Nothing here retries: every failure is reported to the caller, which counts it. A client
+//! knows every coordinator of the cluster (any one takes any call); after a call fails in a
+//! way that may be that coordinator's fault, the next call goes to the next one, as a client
+//! in the field fails over.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch, UInt64Array};
@@ -11,25 +15,64 @@ use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use arrow_schema::{DataType, Field, Schema};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
+use tonic::transport::Channel;
 
-/// One connection to a coordinator's data and meta ports.
+/// Longest one call may take (a coordinator that hangs, or is cut off, fails the call).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connections to every coordinator's data and meta ports, and which one calls go to.
 pub struct Client {
-    data: FlightClient,
-    meta: FlightClient,
+    channels: Vec<(Channel, Channel)>,
+    coordinators: Vec<(FlightClient, FlightClient)>,
+    at: usize,
 }
 
-async fn connect(addr: &str) -> Result<FlightClient> {
+fn connect(addr: &str) -> Result<Channel> {
     let uri = if addr.starts_with("http") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
+    // Lazy: a coordinator that is down now is dialled again on the next call to it.
     let channel = tonic::transport::Endpoint::from_shared(uri.clone())
         .with_context(|| format!("address {uri}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {uri}"))?;
-    Ok(FlightClient::new(channel))
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(CALL_TIMEOUT)
+        .connect_lazy();
+    Ok(channel)
+}
+
+/// A failed call as the server (or the transport) answered it.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct CallError {
+    /// gRPC status code.
+    pub code: tonic::Code,
+    /// Its message.
+    pub message: String,
+    /// What the server's retry flag (`x-longbow-retryable`) said, when it set one.
+    pub retryable: Option<bool>,
+}
+
+impl CallError {
+    /// Whether the error says a retry may succeed: the server's flag when it set one, else
+    /// a transport failure or a deadline (the coordinator is gone, or cut off).
+    pub fn may_retry(&self) -> bool {
+        self.retryable.unwrap_or(matches!(
+            self.code,
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+        ))
+    }
+}
+
+/// Whether `e` (a failed call's error) says retrying it may succeed; see
+/// [`CallError::may_retry`]. Errors that are not call errors (a malformed answer) may not.
+pub fn may_retry(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CallError>()
+        .is_some_and(CallError::may_retry)
 }
 
 /// Rows `ids` with `vectors` (row-major, `dim` wide).
@@ -65,26 +108,84 @@ fn vector_array(vectors: &[f32], dim: usize) -> Result<FixedSizeListArray> {
 
 fn status(e: arrow_flight::error::FlightError) -> anyhow::Error {
     match e {
-        arrow_flight::error::FlightError::Tonic(s) => {
-            anyhow!("{:?}: {}", s.code(), s.message())
+        arrow_flight::error::FlightError::Tonic(s) => CallError {
+            code: s.code(),
+            message: s.message().to_string(),
+            retryable: s
+                .metadata()
+                .get("x-longbow-retryable")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v == "true"),
         }
+        .into(),
         other => anyhow!(other.to_string()),
     }
 }
 
 impl Client {
-    /// Connect to the data and meta ports (`host:port` or a URI).
+    /// A client of one coordinator's data and meta ports (`host:port` or a URI).
     pub async fn connect(data: &str, meta: &str) -> Result<Client> {
-        Ok(Client {
-            data: connect(data).await?,
-            meta: connect(meta).await?,
-        })
+        Client::connect_all(&[(data.to_string(), meta.to_string())])
+    }
+
+    /// A client of every coordinator `(data, meta)` of a group; calls start at the first.
+    pub fn connect_all(coordinators: &[(String, String)]) -> Result<Client> {
+        if coordinators.is_empty() {
+            anyhow::bail!("a client needs at least one coordinator");
+        }
+        let channels = coordinators
+            .iter()
+            .map(|(data, meta)| Ok((connect(data)?, connect(meta)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Client::on(channels, 0))
+    }
+
+    fn on(channels: Vec<(Channel, Channel)>, at: usize) -> Client {
+        let coordinators = channels
+            .iter()
+            .map(|(d, m)| (FlightClient::new(d.clone()), FlightClient::new(m.clone())))
+            .collect();
+        Client {
+            at: at % channels.len(),
+            channels,
+            coordinators,
+        }
+    }
+
+    /// A client of the same coordinators (sharing their connections), starting at the
+    /// `n`-th: spreads clients over the group.
+    pub fn another(&self, n: usize) -> Client {
+        Client::on(self.channels.clone(), n)
+    }
+
+    fn data(&mut self) -> &mut FlightClient {
+        &mut self.coordinators[self.at].0
+    }
+
+    fn meta(&mut self) -> &mut FlightClient {
+        &mut self.coordinators[self.at].1
+    }
+
+    /// After a failed call: move on to the next coordinator when the failure may have been
+    /// this one's (it is gone, hangs, or cannot reach the rest of the cluster).
+    fn after<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if may_retry(e) {
+                self.at = (self.at + 1) % self.coordinators.len();
+            }
+        }
+        r
     }
 
     /// Run action `kind` with a JSON body; its first result as JSON.
     pub async fn action(&mut self, kind: &str, body: Value) -> Result<Value> {
+        let r = self.action_here(kind, body).await;
+        self.after(r)
+    }
+
+    async fn action_here(&mut self, kind: &str, body: Value) -> Result<Value> {
         let mut s = self
-            .meta
+            .meta()
             .do_action(Action::new(kind.to_string(), serde_json::to_vec(&body)?))
             .await
             .map_err(status)?;
@@ -98,9 +199,14 @@ impl Client {
 
     /// Write rows (one DoPut stream, one batch); the rows the server acknowledged.
     pub async fn put(&mut self, ns: &str, batch: RecordBatch) -> Result<u64> {
+        let r = self.put_here(ns, batch).await;
+        self.after(r)
+    }
+
+    async fn put_here(&mut self, ns: &str, batch: RecordBatch) -> Result<u64> {
         let stream = one_batch(FlightDescriptor::new_path(vec![ns.to_string()]), batch);
         let results: Vec<_> = self
-            .data
+            .data()
             .do_put(stream)
             .await
             .map_err(status)?
@@ -125,6 +231,11 @@ impl Client {
 
     /// The `k` nearest ids to `query`, nearest first.
     pub async fn search(&mut self, ns: &str, query: &[f32], k: usize) -> Result<Vec<u64>> {
+        let r = self.search_here(ns, query, k).await;
+        self.after(r)
+    }
+
+    async fn search_here(&mut self, ns: &str, query: &[f32], k: usize) -> Result<Vec<u64>> {
         let cmd = json!({"op": "search", "namespace": ns, "k": k});
         let schema = Schema::new(vec![Field::new("vector", vector_type(query.len()), false)]);
         let batch = RecordBatch::try_new(
@@ -133,7 +244,7 @@ impl Client {
         )?;
         let stream = one_batch(FlightDescriptor::new_cmd(serde_json::to_vec(&cmd)?), batch);
         let batches: Vec<RecordBatch> = self
-            .data
+            .data()
             .do_exchange(stream)
             .await
             .map_err(status)?
@@ -149,9 +260,14 @@ impl Client {
 
     /// The stored vector of each of `ids` that exists.
     pub async fn get(&mut self, ns: &str, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
+        let r = self.get_here(ns, ids).await;
+        self.after(r)
+    }
+
+    async fn get_here(&mut self, ns: &str, ids: &[u64]) -> Result<Vec<(u64, Vec<f32>)>> {
         let ticket = json!({"get": {"namespace": ns, "ids": ids, "include_vectors": true}});
         let batches: Vec<RecordBatch> = self
-            .data
+            .data()
             .do_get(Ticket::new(serde_json::to_vec(&ticket)?))
             .await
             .map_err(status)?

@@ -5,6 +5,7 @@
 //! on its data directory, and paused (SIGSTOP) and resumed (SIGCONT), for the chaos
 //! harness.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::netns::Net;
+
+mod coordinators;
+pub use coordinators::Coordinator;
+
+/// `v` as process arguments.
+fn os(v: &[&str]) -> Vec<OsString> {
+    v.iter().map(Into::into).collect()
+}
 
 /// Where a process's `/metrics` is, and what to call it in reports.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,10 +69,12 @@ impl Started {
 
 /// A cluster the workload runs against.
 pub struct Cluster {
-    /// Client data port.
+    /// Client data port (of the first coordinator).
     pub data: String,
-    /// Client meta port.
+    /// Client meta port (of the first coordinator).
     pub meta: String,
+    /// Every coordinator's client addresses; any one takes any call.
+    pub coordinators: Vec<Coordinator>,
     /// Every process's HTTP endpoint.
     pub endpoints: Vec<Endpoint>,
     children: Vec<Started>,
@@ -125,12 +136,16 @@ pub struct Spec<'a> {
     pub shards: usize,
     /// Arguments added to every shard node (for example storage settings).
     pub shard_args: &'a [String],
-    /// Arguments added to the coordinator.
+    /// Coordinators: 1 runs a group of one (on ports the system picks); 3 or 5 form a Raft
+    /// group with `--peers` (on fixed ports, so a restarted one is where the others and the
+    /// shard nodes expect it).
+    pub coordinators: usize,
+    /// Arguments added to every coordinator.
     pub coordinator_args: &'a [String],
     /// `LONGBOW_LOG` of every process; logs go to `<dir>/<process>.log`.
     pub log: &'a str,
-    /// Run the coordinator in member 0's namespace and shard node `i` in member `i + 1`'s,
-    /// so nodes can be partitioned ([`Cluster::partition`]); `None`: all on loopback.
+    /// Run coordinator `i` in member `i`'s namespace and shard node `j` in the member after
+    /// the last coordinator's plus `j`, so processes can be partitioned ([`Cluster::partition`]); `None`: all on loopback.
     pub net: Option<Net>,
 }
 
@@ -150,6 +165,7 @@ impl Cluster {
             dir,
             shards,
             shard_args: extra,
+            coordinators: 1,
             coordinator_args: &[],
             log,
             net: None,
@@ -160,24 +176,16 @@ impl Cluster {
     pub fn start_spec(spec: Spec<'_>) -> Result<Cluster> {
         let dir = spec.dir;
         std::fs::create_dir_all(dir)?;
-        let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
-        let host = |i: usize| spec.net.as_ref().map(|n| n.addr(i));
-        let mut coordinator = os(&["coordinator", "--data-port", "0", "--meta-port", "0"]);
-        coordinator.extend(os(&["--internal-port", "0", "--http-port", "0"]));
-        coordinator.extend(["--data-dir".into(), dir.join("coordinator").into()]);
-        if let Some(h) = host(0) {
-            coordinator.extend(["--host".into(), h.into()]);
-        }
-        coordinator.extend(spec.coordinator_args.iter().map(Into::into));
         let mut cluster = Cluster {
             data: String::new(),
             meta: String::new(),
+            coordinators: Vec::new(),
             endpoints: Vec::new(),
             children: Vec::new(),
             net: None,
         };
         let env = vec![("LONGBOW_LOG".to_string(), spec.log.to_string())];
-        let run = |i: usize, args: Vec<std::ffi::OsString>| match &spec.net {
+        let run = |i: usize, args: Vec<OsString>| match &spec.net {
             Some(net) => {
                 let (program, mut wrapped) = net.wrap(i, spec.binary);
                 wrapped.extend(args);
@@ -185,21 +193,34 @@ impl Cluster {
             }
             None => (spec.binary.to_path_buf(), args),
         };
-        let line = cluster.launch("coordinator", run(0, coordinator), env.clone(), dir)?;
-        cluster.data = word(&line, "data")?;
-        cluster.meta = word(&line, "meta")?;
-        let internal = word(&line, "internal")?;
+        let group = coordinators::plan(&spec)?;
+        let mut internal = Vec::new();
+        for (i, c) in group.iter().enumerate() {
+            let line = cluster.launch(&c.name, run(i, c.args.clone()), env.clone(), dir)?;
+            let addrs = Coordinator {
+                name: c.name.clone(),
+                node_id: c.node_id,
+                data: word(&line, "data")?,
+                meta: word(&line, "meta")?,
+            };
+            internal.push(word(&line, "internal")?);
+            cluster.coordinators.push(addrs);
+        }
+        cluster.data = cluster.coordinators[0].data.clone();
+        cluster.meta = cluster.coordinators[0].meta.clone();
+        let internal = internal.join(",");
         for i in 0..spec.shards {
             let name = format!("shard-{i}");
-            let listen = match host(i + 1) {
-                Some(h) => format!("{h}:0"),
+            let member = group.len() + i;
+            let listen = match spec.net.as_ref() {
+                Some(net) => format!("{}:0", net.addr(member)),
                 None => "127.0.0.1:0".to_string(),
             };
             let mut args = os(&["shard", "--listen", &listen, "--http-port", "0"]);
             args.extend(["--coordinator".into(), internal.clone().into()]);
             args.extend(["--data-dir".into(), dir.join(&name).into()]);
             args.extend(spec.shard_args.iter().map(Into::into));
-            cluster.launch(&name, run(i + 1, args), env.clone(), dir)?;
+            cluster.launch(&name, run(member, args), env.clone(), dir)?;
         }
         cluster.net = spec.net;
         Ok(cluster)
@@ -237,6 +258,12 @@ impl Cluster {
     /// A cluster started elsewhere.
     pub fn existing(data: String, meta: String, endpoints: Vec<Endpoint>) -> Cluster {
         Cluster {
+            coordinators: vec![Coordinator {
+                name: "coordinator".into(),
+                node_id: 1,
+                data: data.clone(),
+                meta: meta.clone(),
+            }],
             data,
             meta,
             endpoints,
@@ -316,7 +343,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Cut shard node `name` off from the coordinator and the other nodes (nftables drops in
+    /// Cut process `name` off from every other process (nftables drops in
     /// its namespace); only for a cluster started with namespaces.
     pub fn partition(&mut self, name: &str) -> Result<()> {
         let (net, i) = self.member(name)?;

@@ -256,7 +256,7 @@ async fn delete(coord: &Coordinator, body: &[u8]) -> Result<Vec<u8>> {
         )
         .into());
     }
-    let meta = coord.namespace(&req.namespace)?;
+    let meta = coord.namespace_now(&req.namespace).await?;
     let parsed = IdValue::from_json("id", &id, meta.id_type)?;
     let deleted = coord
         .delete(&DeleteRecords {
@@ -279,7 +279,7 @@ async fn vector_search(coord: &Coordinator, body: &[u8]) -> Result<Vec<Vec<u8>>>
     let longbow_shape = folded.used("dataset");
     let b: SearchBody = folded.into_typed("")?;
     let req = b.request()?;
-    let prepared = coord.prepare_search(&req)?;
+    let prepared = coord.prepare_search_now(&req).await?;
     let (queries, per_query) = match (&b.vector, &b.vectors) {
         (Some(v), None) => (query_batch(v)?, false),
         (None, Some(vs)) => (query_rows(vs, "vectors")?, true),
@@ -316,7 +316,7 @@ async fn search_by_id(coord: &Coordinator, body: &[u8]) -> Result<Vec<u8>> {
     let raw_id =
         b.id.clone()
             .ok_or_else(|| ContractError::invalid("id", "is missing"))?;
-    let meta = coord.namespace(&req.namespace)?;
+    let meta = coord.namespace_now(&req.namespace).await?;
     let id = IdValue::from_json("id", &raw_id, meta.id_type)?;
     let get = GetRecords {
         namespace: meta.name.clone(),
@@ -346,7 +346,7 @@ async fn search_by_id(coord: &Coordinator, body: &[u8]) -> Result<Vec<u8>> {
     .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     let k = req.k;
     req.k = req.k.saturating_add(1);
-    let prepared = coord.prepare_search(&req)?;
+    let prepared = coord.prepare_search_now(&req).await?;
     let out = coord.search(&prepared, &queries, 0).await?;
     let ids = longbow_common::ids::ids_from_array(out.column(1).as_ref(), meta.id_type)?;
     let keep: Vec<u32> = ids

@@ -157,7 +157,7 @@ async fn search_rows(coord: &Coordinator, q: &RecordBatch) -> Result<RecordBatch
             allow_partial: false,
             consistency: Default::default(),
         };
-        let prepared = coord.prepare_search(&req)?;
+        let prepared = coord.prepare_search_now(&req).await?;
         let one = vectors.slice(row, 1);
         let query = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new(

@@ -250,7 +250,7 @@ pub(super) async fn get_flight_info(
     desc: FlightDescriptor,
 ) -> Result<FlightInfo, Status> {
     let ns = namespace_of(&desc)?;
-    let meta = coord.namespace(&ns).map_err(|e| e.to_status())?;
+    let meta = coord.namespace_now(&ns).await.map_err(|e| e.to_status())?;
     info(coord, &meta).await
 }
 

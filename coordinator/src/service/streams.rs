@@ -132,7 +132,7 @@ pub(super) async fn do_exchange(
         .and_then(|f| f.into_typed("flight_descriptor.cmd"))
         .map_err(status)?;
     let req = body.request().map_err(status)?;
-    let prepared = Arc::new(coord.prepare_search(&req).map_err(status)?);
+    let prepared = Arc::new(coord.prepare_search_now(&req).await.map_err(status)?);
     let coord = coord.clone();
     let mut batches = batches;
     let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
@@ -283,7 +283,7 @@ async fn search_ticket(
     let longbow_shape = folded.used("dataset");
     let b: SearchBody = folded.into_typed("search")?;
     let req = b.request()?;
-    let prepared = coord.prepare_search(&req)?;
+    let prepared = coord.prepare_search_now(&req).await?;
     let vector = b
         .vector
         .as_ref()
