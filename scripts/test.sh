@@ -48,7 +48,7 @@ cargo build --locked -p longbow-soak
   --duration-secs 120 --shard-arg=--checkpoint-interval-secs=20 --max-rss-growth 0.5 >/dev/null \
   || { cat "$target_dir/soak-smoke/report.md"; exit 1; }
 echo "soak smoke passed; report in $target_dir/soak-smoke"
-echo "== chaos smoke: 6 faults (kill -9, SIGSTOP, partitions as root) on a replicated namespace under load, then the audit"
+echo "== chaos smoke: 6 faults on shard nodes and on a group of 3 coordinators (kill -9, SIGSTOP, partitions as root) under load, then the data and catalog audits"
 cargo build --locked -p longbow-chaos
 "$target_dir/debug/longbow-chaos" --binary "$LONGBOW_BIN" --out "$target_dir/chaos-smoke" \
   --trials 6 --initial-rows 2000 >/dev/null \
