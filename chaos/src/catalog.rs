@@ -60,15 +60,11 @@ pub async fn changes(
     while !run.stop.load(Ordering::Relaxed) {
         n += 1;
         let name = format!("{PREFIX}{n}");
-        let sent = Instant::now();
-        let created = client
-            .action("CreateNamespace", json!({ "name": name }))
-            .await;
-        log.lock().catalog.push(Sample {
-            sent,
-            done: Instant::now(),
-            ok: created.is_ok(),
-        });
+        let created = logged(
+            &log,
+            client.action("CreateNamespace", json!({ "name": name })),
+        )
+        .await;
         match created {
             Err(e) => out.lock().failed(&format!("creating {name}"), &e),
             Ok(_) if n.is_multiple_of(16) => {
@@ -76,15 +72,11 @@ pub async fn changes(
             }
             Ok(_) => {
                 tokio::time::sleep(GAP).await;
-                let sent = Instant::now();
-                let deleted = client
-                    .action("DeleteNamespace", json!({ "name": name }))
-                    .await;
-                log.lock().catalog.push(Sample {
-                    sent,
-                    done: Instant::now(),
-                    ok: deleted.is_ok(),
-                });
+                let deleted = logged(
+                    &log,
+                    client.action("DeleteNamespace", json!({ "name": name })),
+                )
+                .await;
                 match deleted {
                     Ok(_) => {
                         out.lock().deleted.insert(name);
@@ -95,6 +87,21 @@ pub async fn changes(
         }
         tokio::time::sleep(GAP).await;
     }
+}
+
+/// Run one probe call, logging when it was sent, when it finished and whether it worked.
+async fn logged<T>(
+    log: &Mutex<Log>,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let sent = Instant::now();
+    let out = call.await;
+    log.lock().catalog.push(Sample {
+        sent,
+        done: Instant::now(),
+        ok: out.is_ok(),
+    });
+    out
 }
 
 /// The catalog checks' findings.

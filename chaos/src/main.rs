@@ -241,6 +241,9 @@ async fn victim(
     plan: &Planned,
     stats: &serde_json::Value,
 ) -> Result<(String, usize)> {
+    if plan.kind == FaultKind::RestartCoordinators {
+        return Ok(("every coordinator".into(), 0));
+    }
     if plan.kind.on_coordinators() {
         let status = client.action("cluster-status", json!({})).await?;
         let leader = status["coordinator"]["raft_leader"]
@@ -274,11 +277,7 @@ fn inject(cluster: &mut Cluster, kind: FaultKind, victim: &str) -> Result<()> {
         FaultKind::Pause => cluster.pause(victim),
         FaultKind::Partition | FaultKind::PartitionLeader => cluster.partition(victim),
         FaultKind::RestartCoordinators => {
-            let names: Vec<String> = cluster
-                .coordinators
-                .iter()
-                .map(|c| c.name.clone())
-                .collect();
+            let names = cluster.coordinator_names();
             names.iter().try_for_each(|n| cluster.kill(n))
         }
     }
@@ -291,11 +290,7 @@ fn heal(cluster: &mut Cluster, kind: FaultKind, victim: &str) -> Result<()> {
         FaultKind::Pause => cluster.resume(victim),
         FaultKind::Partition | FaultKind::PartitionLeader => cluster.heal(victim),
         FaultKind::RestartCoordinators => {
-            let names: Vec<String> = cluster
-                .coordinators
-                .iter()
-                .map(|c| c.name.clone())
-                .collect();
+            let names = cluster.coordinator_names();
             names.iter().try_for_each(|n| cluster.restart(n))
         }
     }

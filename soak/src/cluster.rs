@@ -279,6 +279,11 @@ impl Cluster {
             .ok_or_else(|| anyhow!("no process {name} was started by this harness"))
     }
 
+    /// The coordinators' process names.
+    pub fn coordinator_names(&self) -> Vec<String> {
+        self.coordinators.iter().map(|c| c.name.clone()).collect()
+    }
+
     /// The shard nodes this harness started, by name.
     pub fn shard_names(&self) -> Vec<String> {
         self.children
