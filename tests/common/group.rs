@@ -33,20 +33,14 @@ impl Member {
             .rsplit_once(':')
             .map(|(_, p)| p.to_string())
             .expect("host:port");
-        let mut cmd = longbow_cmd(
-            &[
-                "coordinator",
-                "--data-port",
-                "0",
-                "--meta-port",
-                "0",
-                "--http-port",
-                "0",
-                "--internal-port",
-                &port,
-            ],
-            &self.dir,
-        );
+        // The shared flags, with this member's fixed internal port in place of port 0.
+        let mut args: Vec<&str> = COORDINATOR_ARGS.to_vec();
+        let at = args
+            .iter()
+            .position(|a| *a == "--internal-port")
+            .expect("COORDINATOR_ARGS names --internal-port");
+        args[at + 1] = &port;
+        let mut cmd = longbow_cmd(&args, &self.dir);
         cmd.arg("--node-id")
             .arg(self.id.to_string())
             .args(&self.extra);
