@@ -114,6 +114,15 @@ pub(crate) struct LimitArgs {
     #[arg(long, visible_alias = "replica-timeout", env = "LONGBOW_REPLICA_TIMEOUT_SECS",
           default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub(crate) replica_timeout_secs: u64,
+    /// Percentile of a replica's recent search latency after which the same shard search is
+    /// also sent to another in-sync replica (the first answer wins); 0 turns hedging off.
+    #[arg(long, env = "LONGBOW_HEDGE_PERCENTILE", default_value_t = 90,
+          value_parser = clap::value_parser!(u8).range(0..=99))]
+    pub(crate) hedge_percentile: u8,
+    /// Hedged searches allowed, as a percentage of shard searches (over the last 10 s).
+    #[arg(long, env = "LONGBOW_HEDGE_BUDGET_PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) hedge_budget_percent: u8,
 }
 
 #[derive(clap::Args, Debug)]

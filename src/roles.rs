@@ -88,6 +88,10 @@ fn coordinator_config(
     c.raft_snapshot_logs = limits.raft_snapshot_logs;
     c.heartbeat_timeout = Duration::from_millis(limits.node_failure_timeout_ms);
     c.replica_timeout = Duration::from_secs(limits.replica_timeout_secs);
+    c.hedge = longbow_coordinator::hedging::HedgeConfig {
+        percentile: (limits.hedge_percentile > 0).then_some(f32::from(limits.hedge_percentile)),
+        budget_percent: f32::from(limits.hedge_budget_percent),
+    };
     Ok(c)
 }
 

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod hedging;
 pub mod ingest;
 pub mod internal;
 pub mod metrics;

@@ -23,6 +23,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 18))
 }
 
+/// Labels of per-replica metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Shard node id.
+    pub node: u64,
+}
+
 /// All coordinator metrics.
 pub struct Metrics {
     registry: Registry,
@@ -36,6 +43,12 @@ pub struct Metrics {
     pub search_queries: Counter,
     /// Latency of one shard call within a scatter-gather search.
     pub search_fanout_duration: Histogram,
+    /// Hedge requests sent (a shard search also sent to a second replica).
+    pub search_hedges_sent: Counter,
+    /// Hedged shard searches the second replica answered first.
+    pub search_hedges_won: Counter,
+    /// Latency of shard searches by replica node (both legs of a hedged search).
+    pub search_replica_duration: Family<NodeLabels, Histogram, fn() -> Histogram>,
     /// Current Raft term.
     pub raft_term: Gauge,
     /// Current Raft leader id (0 when unknown).
@@ -64,6 +77,27 @@ impl Default for Metrics {
         let ingest_rows = Counter::default();
         let search_queries = Counter::default();
         let search_fanout_duration = latency_histogram();
+        let search_hedges_sent = Counter::default();
+        let search_hedges_won = Counter::default();
+        let search_replica_duration =
+            Family::<NodeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "longbow_search_hedges_sent",
+            "Shard searches also sent to a second in-sync replica because the first was late",
+            search_hedges_sent.clone(),
+        );
+        registry.register(
+            "longbow_search_hedges_won",
+            "Hedged shard searches the second replica answered first",
+            search_hedges_won.clone(),
+        );
+        registry.register(
+            "longbow_search_replica_duration_seconds",
+            "Latency of shard searches by replica node, both legs of hedged ones",
+            search_replica_duration.clone(),
+        );
         let raft_term = Gauge::default();
         let raft_leader = Gauge::default();
         let shard_nodes_live = Gauge::default();
@@ -144,6 +178,9 @@ impl Default for Metrics {
             ingest_rows,
             search_queries,
             search_fanout_duration,
+            search_hedges_sent,
+            search_hedges_won,
+            search_replica_duration,
             raft_term,
             raft_leader,
             shard_nodes_live,
@@ -167,6 +204,13 @@ impl Metrics {
         self.rpc_duration
             .get_or_create(&labels)
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Record one shard search on replica node `node`.
+    pub fn observe_replica(&self, node: u64, took: std::time::Duration) {
+        self.search_replica_duration
+            .get_or_create(&NodeLabels { node })
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub raft_snapshot_logs: u64,
     /// How the coordinator group is formed when the catalog store is empty.
     pub formation: crate::raft::Formation,
+    /// Speculative replica queries of searches.
+    pub hedge: crate::hedging::HedgeConfig,
 }
 
 impl CoordinatorConfig {
@@ -71,6 +73,7 @@ impl CoordinatorConfig {
             replica_timeout: Duration::from_secs(300),
             raft_snapshot_logs: 1000,
             formation: crate::raft::Formation::Alone,
+            hedge: crate::hedging::HedgeConfig::default(),
         }
     }
 }
@@ -121,6 +124,8 @@ pub struct Coordinator {
     pub metrics: Arc<Metrics>,
     /// Global budget of in-flight shard calls.
     pub inflight: Arc<Semaphore>,
+    /// Replica load figures and search hedging.
+    pub replicas: Arc<crate::hedging::Replicas>,
     heartbeats: Mutex<HashMap<NodeId, NodeSeen>>,
     /// When each member of each shard was last sent its configuration.
     pub(crate) pushed: Mutex<HashMap<MemberKey, (Instant, ReplicaConfig)>>,
@@ -160,6 +165,7 @@ impl Coordinator {
             group.wait_leader(Duration::from_secs(10)).await?;
         }
         let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
+        let replicas = crate::hedging::Replicas::new(config.hedge, metrics.clone());
         Ok(Arc::new(Coordinator {
             started_ms: crate::snapshots::now_ms(),
             first_heard: Mutex::new(None),
@@ -168,6 +174,7 @@ impl Coordinator {
             config,
             group,
             shards: ShardClients::default(),
+            replicas,
             metrics,
             inflight,
             heartbeats: Mutex::new(HashMap::new()),

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use crate::catalog::NamespaceMeta;
 use crate::error::{CoordinatorError, Result};
 use crate::namespaces::payload_of;
-use crate::node::Coordinator;
+use crate::node::{Coordinator, ShardTarget};
 use crate::targets::Consistency;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use longbow_common::model::{validate_ef, validate_k};
 use longbow_common::shard_api::SearchCommand;
@@ -237,11 +238,15 @@ impl Coordinator {
                     shard,
                     ..p.cmd.clone()
                 };
-                self.on_replica(&p.meta, shard, p.consistency, |to| {
+                let call = |to: ShardTarget| -> BoxFuture<'_, Result<Vec<RecordBatch>>> {
                     let (cmd, q) = (&cmd, q.clone());
-                    async move { self.bounded(self.shards.search(&to, cmd, q)).await }
-                })
-                .await
+                    Box::pin(async move {
+                        let search = self.bounded(self.shards.search(&to, cmd, q));
+                        self.unless_dead(&to.clone(), search).await
+                    })
+                };
+                self.search_replica(&p.meta, shard, p.consistency, &call)
+                    .await
             }
         });
         let results: Vec<Result<Vec<RecordBatch>>> = futures::stream::iter(calls)

@@ -209,6 +209,46 @@ impl Coordinator {
     }
 }
 
+impl Coordinator {
+    /// A search of one shard: to the best live in-sync member, hedged to the next best when
+    /// it is late ([`crate::hedging`]); when the answer is a retryable error, on to the
+    /// remaining members one by one.
+    pub async fn search_replica<'a>(
+        &self,
+        meta: &NamespaceMeta,
+        shard: u32,
+        consistency: Consistency,
+        call: &'a crate::hedging::SearchCall<'a>,
+    ) -> Result<Vec<arrow_array::RecordBatch>> {
+        let mut nodes = self.read_order(meta, shard, consistency)?;
+        self.replicas.best_first(&mut nodes);
+        let mut last = None;
+        let mut targets = Vec::new();
+        for node in nodes {
+            match self.member_addr(meta, shard, node) {
+                Ok(t) => targets.push(t),
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut rest = targets.clone().into_iter().skip(1);
+        if !targets.is_empty() {
+            match self.replicas.search(targets, call).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        for to in rest.by_ref() {
+            match call(to).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CoordinatorError::Unavailable("no replica answered".into())))
+    }
+}
+
 /// Whether a failed write may go to the (possibly new) primary again: the replica set is
 /// changing or the primary is unreachable. A full disk or back-pressure is answered at once.
 fn retry_write(e: &CoordinatorError) -> bool {
