@@ -1,8 +1,9 @@
 //! Speculative (hedged) replica reads for searches, on `tower::hedge`.
 //!
-//! Every replica (shard node) has a latency EWMA and a count of outstanding calls; a shard
-//! search goes to the in-sync replica with the lowest expected cost (EWMA × (outstanding +
-//! 1)). When it has not answered within the hedge delay, the same request goes to the next
+//! Every replica (shard node) has a load: tower's peak-EWMA latency times its outstanding
+//! calls plus one (`tower::load::PeakEwma`). A shard search goes to the in-sync replica with
+//! the lowest load. The estimate decays over time, so a replica that was slow (and therefore
+//! got no searches) is tried again within seconds. When it has not answered within the hedge delay, the same request goes to the next
 //! best in-sync replica; the first answer wins and the other call is dropped (cancelled).
 //! The delay is a percentile (`--hedge-percentile`, default p90) of the recent latency of
 //! searches first sent to that replica: tower's rotating histogram, one per replica.
@@ -16,7 +17,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use parking_lot::Mutex;
 use tower::hedge::{Hedge, Policy};
+use tower::load::peak_ewma::{Cost, PeakEwma};
+use tower::load::{CompleteOnResponse, Load as _};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Service, ServiceExt};
 
@@ -32,8 +34,11 @@ use crate::error::{CoordinatorError, Result};
 use crate::metrics::Metrics;
 use crate::node::ShardTarget;
 
-/// Weight of the newest sample in a replica's latency EWMA.
-const EWMA_WEIGHT: f64 = 0.2;
+/// How fast a replica's peak latency estimate decays towards its newer samples (and, when
+/// it gets no searches, towards zero, so a replica once slow is tried again).
+const LOAD_DECAY: Duration = Duration::from_secs(10);
+/// The latency a replica is assumed to have before its first sample.
+const DEFAULT_RTT: Duration = Duration::from_millis(1);
 /// Searches a replica's histogram needs before its reads are hedged.
 const MIN_SAMPLES: u64 = 20;
 /// Each latency histogram covers this long (tower rotates two of them).
@@ -60,41 +65,33 @@ impl Default for HedgeConfig {
     }
 }
 
-/// Latency EWMA and outstanding calls of one replica.
-#[derive(Debug, Default)]
-struct Load {
-    /// EWMA of call latency in microseconds, as `f64` bits (0: no sample yet).
-    ewma_us: AtomicU64,
-    outstanding: AtomicU64,
-}
-
-impl Load {
-    fn cost(&self) -> f64 {
-        let ewma = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
-        ewma * (self.outstanding.load(Ordering::Relaxed) + 1) as f64
-    }
-
-    fn observe(&self, took: Duration) {
-        let sample = took.as_secs_f64() * 1e6;
-        let _ = self
-            .ewma_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let old = f64::from_bits(old);
-                let new = if old == 0.0 {
-                    sample
-                } else {
-                    old + EWMA_WEIGHT * (sample - old)
-                };
-                Some(new.to_bits())
-            });
-    }
-}
-
 /// A shard search on whichever replica a leg picks.
 pub type SearchCall<'a> = dyn Fn(ShardTarget) -> Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send + 'a>>
     + Send
     + Sync
     + 'a;
+
+/// The innermost service: one shard search on one replica.
+struct OnReplica;
+
+impl<'a> Service<(ShardTarget, &'a SearchCall<'a>)> for OnReplica {
+    type Response = Vec<RecordBatch>;
+    type Error = CoordinatorError;
+    type Future = Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send + 'a>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (to, call): (ShardTarget, &'a SearchCall<'a>)) -> Self::Future {
+        call(to)
+    }
+}
+
+/// One replica's load: tower's peak-EWMA latency times (outstanding calls + 1). A call
+/// dropped unanswered (the leg that lost a hedge) counts with the time it waited, so a
+/// replica that never answers does not look fast.
+type Load = PeakEwma<OnReplica>;
 
 /// One shard search: the replicas in order of preference, the call, and which leg this is
 /// (0: the first request, 1: the hedge).
@@ -105,7 +102,7 @@ pub struct Read<'a> {
     call: &'a SearchCall<'a>,
 }
 
-/// The service both legs go through: calls the leg's replica, keeping its load figures.
+/// The service both legs go through: calls the leg's replica through its [`Load`].
 #[derive(Clone)]
 struct Legs {
     replicas: Arc<Replicas>,
@@ -129,47 +126,13 @@ impl<'a> Service<Read<'a>> for Legs {
             let to = read.order.get(read.leg).cloned().ok_or_else(|| {
                 CoordinatorError::Internal(format!("no replica for leg {}", read.leg))
             })?;
-            let load = replicas.load(to.node);
-            load.outstanding.fetch_add(1, Ordering::Relaxed);
             let node = to.node;
-            // Counted back down, and its time so far taken as a sample, even when the leg
-            // loses and is dropped: a replica that never answers must not look fast.
-            let mut pending = Outstanding {
-                load,
-                started: Instant::now(),
-                done: false,
-            };
-            let out = (read.call)(to).await;
-            let took = pending.finish();
-            replicas.metrics.observe_replica(node, took);
+            let started = Instant::now();
+            let pending = replicas.load(node).lock().call((to, read.call));
+            let out = pending.await;
+            replicas.metrics.observe_replica(node, started.elapsed());
             out.map(|batches| (read.leg, batches))
         })
-    }
-}
-
-/// One call in flight on a replica.
-struct Outstanding {
-    load: Arc<Load>,
-    started: Instant,
-    done: bool,
-}
-
-impl Outstanding {
-    /// The call answered: count it down and take its latency; the latency.
-    fn finish(&mut self) -> Duration {
-        let took = self.started.elapsed();
-        self.load.observe(took);
-        self.load.outstanding.fetch_sub(1, Ordering::Relaxed);
-        self.done = true;
-        took
-    }
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        if !self.done {
-            self.finish();
-        }
     }
 }
 
@@ -205,7 +168,7 @@ pub struct Replicas {
     config: HedgeConfig,
     metrics: Arc<Metrics>,
     budget: Arc<TpsBudget>,
-    loads: Mutex<HashMap<NodeId, Arc<Load>>>,
+    loads: Mutex<HashMap<NodeId, Arc<Mutex<Load>>>>,
     hedges: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Hedged>>>>,
 }
 
@@ -225,16 +188,32 @@ impl Replicas {
         })
     }
 
-    fn load(&self, node: NodeId) -> Arc<Load> {
-        self.loads.lock().entry(node).or_default().clone()
+    fn load(&self, node: NodeId) -> Arc<Mutex<Load>> {
+        self.loads
+            .lock()
+            .entry(node)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(PeakEwma::new(
+                    OnReplica,
+                    DEFAULT_RTT,
+                    LOAD_DECAY.as_nanos() as f64,
+                    CompleteOnResponse::default(),
+                )))
+            })
+            .clone()
     }
 
-    /// `nodes` best first: lowest expected cost, nodes without a sample yet first (so every
-    /// replica gets measured); ties keep the given order (the caller rotates it).
+    /// `nodes` best first: lowest load; ties keep the given order (the caller rotates it).
     pub fn best_first(&self, nodes: &mut [NodeId]) {
-        let costs: HashMap<NodeId, f64> =
-            nodes.iter().map(|n| (*n, self.load(*n).cost())).collect();
-        nodes.sort_by(|a, b| costs[a].total_cmp(&costs[b]));
+        let costs: HashMap<NodeId, Cost> = nodes
+            .iter()
+            .map(|n| (*n, self.load(*n).lock().load()))
+            .collect();
+        nodes.sort_by(|a, b| {
+            costs[a]
+                .partial_cmp(&costs[b])
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
     }
 
     fn hedge_for(
@@ -303,5 +282,150 @@ fn from_box(e: tower::BoxError) -> CoordinatorError {
     match e.downcast::<CoordinatorError>() {
         Ok(e) => *e,
         Err(other) => CoordinatorError::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hedging on tokio's paused clock: replica `1` answers in 1 ms or hangs for a second,
+    //! replica `2` always answers in 1 ms.
+
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    fn target(node: NodeId) -> ShardTarget {
+        ShardTarget {
+            namespace: "ns".into(),
+            shard: 0,
+            node,
+            addr: format!("node-{node}"),
+        }
+    }
+
+    /// Runs `n` searches ordered replica 1 then 2; returns how many replica 2 answered.
+    async fn run(replicas: &Arc<Replicas>, slow: &AtomicBool, n: usize) -> u64 {
+        let answered_by_two = AtomicU64::new(0);
+        let by_two = &answered_by_two;
+        let call = |to: ShardTarget| -> Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send + '_>> {
+            Box::pin(async move {
+                let hang = to.node == 1 && slow.load(Ordering::Relaxed);
+                let took = if hang { 1000 } else { 1 };
+                tokio::time::sleep(Duration::from_millis(took)).await;
+                if to.node == 2 {
+                    by_two.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Vec::new())
+            })
+        };
+        for _ in 0..n {
+            replicas
+                .search(vec![target(1), target(2)], &call)
+                .await
+                .expect("search");
+        }
+        answered_by_two.load(Ordering::Relaxed)
+    }
+
+    /// Enough fast searches on replica 1 for its latency histogram to fill and rotate.
+    async fn warm_up(replicas: &Arc<Replicas>, slow: &AtomicBool) {
+        run(replicas, slow, 2000).await;
+        tokio::time::sleep(HISTOGRAM_PERIOD).await;
+        run(replicas, slow, 100).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_replica_is_hedged_and_the_hedge_answers() {
+        let metrics = Arc::new(Metrics::default());
+        let replicas = Replicas::new(HedgeConfig::default(), metrics.clone());
+        let slow = AtomicBool::new(false);
+        warm_up(&replicas, &slow).await;
+        let (sent, won) = (
+            metrics.search_hedges_sent.get(),
+            metrics.search_hedges_won.get(),
+        );
+        slow.store(true, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            run(&replicas, &slow, 10).await,
+            10,
+            "replica 2 answered every search"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "ten hedged searches took {:?}, not ten hangs of a second",
+            started.elapsed()
+        );
+        assert_eq!(metrics.search_hedges_sent.get() - sent, 10);
+        assert_eq!(metrics.search_hedges_won.get() - won, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedges_stay_within_the_budget_when_a_replica_keeps_hanging() {
+        let metrics = Arc::new(Metrics::default());
+        let replicas = Replicas::new(HedgeConfig::default(), metrics.clone());
+        let slow = AtomicBool::new(false);
+        warm_up(&replicas, &slow).await;
+        slow.store(true, Ordering::Relaxed);
+        run(&replicas, &slow, 1000).await;
+        let searches = 2000 + 100 + 1000;
+        let sent = metrics.search_hedges_sent.get();
+        assert!(
+            sent <= searches / 10,
+            "{sent} hedges for {searches} searches (budget 10 %)"
+        );
+        assert!(sent >= 100, "the budget was used ({sent} hedges)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_hedging_off_a_late_replica_is_waited_for() {
+        let metrics = Arc::new(Metrics::default());
+        let config = HedgeConfig {
+            percentile: None,
+            ..HedgeConfig::default()
+        };
+        let replicas = Replicas::new(config, metrics.clone());
+        let slow = AtomicBool::new(false);
+        warm_up(&replicas, &slow).await;
+        slow.store(true, Ordering::Relaxed);
+        assert_eq!(run(&replicas, &slow, 3).await, 0, "replica 1 answered");
+        assert_eq!(metrics.search_hedges_sent.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_that_was_slow_is_tried_again_once_its_estimate_decays() {
+        let replicas = Replicas::new(HedgeConfig::default(), Arc::new(Metrics::default()));
+        let slow = AtomicBool::new(true);
+        run(&replicas, &slow, 1).await;
+        let mut nodes = vec![1, 2];
+        replicas.best_first(&mut nodes);
+        assert_eq!(nodes, [2, 1], "right after a late answer replica 1 is last");
+        // Replica 2 keeps its 1 ms; replica 1 gets no searches and its estimate decays.
+        slow.store(false, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        while nodes[0] == 2 && started.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            run_on(&replicas, 2).await;
+            replicas.best_first(&mut nodes);
+        }
+        assert_eq!(
+            nodes[0],
+            1,
+            "replica 1 tried again after {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// One search on `node` alone.
+    async fn run_on(replicas: &Arc<Replicas>, node: NodeId) {
+        let call = |_: ShardTarget| -> Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send + '_>> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok(Vec::new())
+            })
+        };
+        replicas
+            .search(vec![target(node)], &call)
+            .await
+            .expect("search");
     }
 }
