@@ -12,6 +12,7 @@ pub mod error;
 pub mod hedging;
 pub mod ingest;
 pub mod internal;
+pub mod limits;
 pub mod metrics;
 pub mod namespaces;
 pub mod node;

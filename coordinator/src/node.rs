@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 
 use longbow_common::replication_api::{ReplicaConfig, ReplicaStatus};
 
@@ -122,8 +121,8 @@ pub struct Coordinator {
     pub shards: ShardClients,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Global budget of in-flight shard calls.
-    pub inflight: Arc<Semaphore>,
+    /// The in-flight budget and deadline every shard call shares.
+    pub limits: crate::limits::ShardCallLimits,
     /// Replica load figures and search hedging.
     pub replicas: Arc<crate::hedging::Replicas>,
     heartbeats: Mutex<HashMap<NodeId, NodeSeen>>,
@@ -164,7 +163,8 @@ impl Coordinator {
             // is up, and is not ready until then.
             group.wait_leader(Duration::from_secs(10)).await?;
         }
-        let inflight = Arc::new(Semaphore::new(config.inflight_budget.max(1)));
+        let limits =
+            crate::limits::ShardCallLimits::new(config.inflight_budget, config.request_timeout);
         let replicas = crate::hedging::Replicas::new(config.hedge, metrics.clone());
         Ok(Arc::new(Coordinator {
             started_ms: crate::snapshots::now_ms(),
@@ -176,7 +176,7 @@ impl Coordinator {
             shards: ShardClients::default(),
             replicas,
             metrics,
-            inflight,
+            limits,
             heartbeats: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
         }))
@@ -374,23 +374,16 @@ impl Coordinator {
         })
     }
 
-    /// Run `f` holding a permit of the global in-flight budget, within the request deadline.
-    pub async fn bounded<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let deadline = self.config.request_timeout;
-        let permit = tokio::time::timeout(deadline, self.inflight.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                CoordinatorError::Overloaded("too many shard calls in flight; retry later".into())
-            })?
-            .map_err(|_| CoordinatorError::Unavailable("coordinator is shutting down".into()))?;
+    /// Run `f` within the shared shard-call limits ([`crate::limits`]).
+    pub async fn bounded<'a, T: 'a>(
+        &self,
+        f: impl std::future::Future<Output = Result<T>> + Send + 'a,
+    ) -> Result<T> {
         let started = Instant::now();
-        let out = tokio::time::timeout(deadline, f).await.map_err(|_| {
-            CoordinatorError::Deadline(format!("shard call took longer than {deadline:?}"))
-        })?;
+        let out = self.limits.run(f).await;
         self.metrics
             .search_fanout_duration
             .observe(started.elapsed().as_secs_f64());
-        drop(permit);
         out
     }
 }
