@@ -6,7 +6,7 @@
 //! got no searches) is tried again within seconds. When it has not answered within the hedge delay, the same request goes to the next
 //! best in-sync replica; the first answer wins and the other call is dropped (cancelled).
 //! The delay is a percentile (`--hedge-percentile`, default p90) of the recent latency of
-//! searches first sent to that replica: tower's rotating histogram, one per replica.
+//! the shard's searches: tower's rotating histogram, one per shard.
 //! Hedges are bounded by a budget (tower's `TpsBudget`, `--hedge-budget-percent` of shard
 //! searches, 10 % by default), so a slow cluster is never sent twice its load.
 //!
@@ -39,8 +39,8 @@ use crate::node::ShardTarget;
 const LOAD_DECAY: Duration = Duration::from_secs(10);
 /// The latency a replica is assumed to have before its first sample.
 const DEFAULT_RTT: Duration = Duration::from_millis(1);
-/// Searches a replica's histogram needs before its reads are hedged.
-const MIN_SAMPLES: u64 = 20;
+/// Searches a shard's histogram needs (in the last period) before its reads are hedged.
+const MIN_SAMPLES: u64 = 10;
 /// Each latency histogram covers this long (tower rotates two of them).
 const HISTOGRAM_PERIOD: Duration = Duration::from_secs(3);
 /// How long one search counts towards the hedge budget.
@@ -162,14 +162,15 @@ impl<'a> Policy<Read<'a>> for HedgePolicy {
 
 type Hedged = Hedge<Legs, HedgePolicy>;
 
-/// Replica load figures and one hedging service per replica (each with the latency
-/// histogram of the searches first sent to it).
+/// Replica load figures and one hedging service per shard (each with the latency histogram
+/// of the shard's first legs, whichever replica took them: a replica that load-aware
+/// ordering avoids still gets a delay from its shard's recent searches).
 pub struct Replicas {
     config: HedgeConfig,
     metrics: Arc<Metrics>,
     budget: Arc<TpsBudget>,
     loads: Mutex<HashMap<NodeId, Arc<Mutex<Load>>>>,
-    hedges: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Hedged>>>>,
+    hedges: Mutex<HashMap<(String, u32), Arc<tokio::sync::Mutex<Hedged>>>>,
 }
 
 impl Replicas {
@@ -216,14 +217,19 @@ impl Replicas {
         });
     }
 
+    /// Forget the hedging state of a deleted namespace's shards.
+    pub fn forget_namespace(&self, namespace: &str) {
+        self.hedges.lock().retain(|(ns, _), _| ns != namespace);
+    }
+
     fn hedge_for(
         self: &Arc<Self>,
-        node: NodeId,
+        first: &ShardTarget,
         percentile: f32,
     ) -> Arc<tokio::sync::Mutex<Hedged>> {
         self.hedges
             .lock()
-            .entry(node)
+            .entry((first.namespace.clone(), first.shard))
             .or_insert_with(|| {
                 let legs = Legs {
                     replicas: self.clone(),
@@ -255,7 +261,7 @@ impl Replicas {
             leg: 0,
             call,
         };
-        let first = read.order.first().map(|t| t.node);
+        let first = read.order.first().cloned();
         let (Some(percentile), Some(first)) = (self.config.percentile, first) else {
             let mut legs = Legs {
                 replicas: self.clone(),
@@ -263,7 +269,7 @@ impl Replicas {
             return legs.call(read).await.map(|(_, b)| b);
         };
         self.budget.deposit();
-        let hedge = self.hedge_for(first, percentile);
+        let hedge = self.hedge_for(&first, percentile);
         let answer = {
             let mut h = hedge.lock().await;
             let ready = h.ready().await.map_err(from_box)?;
@@ -304,6 +310,16 @@ mod tests {
 
     /// Runs `n` searches ordered replica 1 then 2; returns how many replica 2 answered.
     async fn run(replicas: &Arc<Replicas>, slow: &AtomicBool, n: usize) -> u64 {
+        run_ordered(replicas, slow, n, [1, 2]).await
+    }
+
+    /// Runs `n` searches in `order`; returns how many replica 2 answered.
+    async fn run_ordered(
+        replicas: &Arc<Replicas>,
+        slow: &AtomicBool,
+        n: usize,
+        order: [NodeId; 2],
+    ) -> u64 {
         let answered_by_two = AtomicU64::new(0);
         let by_two = &answered_by_two;
         let call = |to: ShardTarget| -> Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send + '_>> {
@@ -319,7 +335,7 @@ mod tests {
         };
         for _ in 0..n {
             replicas
-                .search(vec![target(1), target(2)], &call)
+                .search(order.iter().map(|n| target(*n)).collect(), &call)
                 .await
                 .expect("search");
         }
@@ -357,6 +373,24 @@ mod tests {
         );
         assert_eq!(metrics.search_hedges_sent.get() - sent, 10);
         assert_eq!(metrics.search_hedges_won.get() - won, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_searches_avoided_is_hedged_from_its_shards_recent_latency() {
+        let metrics = Arc::new(Metrics::default());
+        let replicas = Replicas::new(HedgeConfig::default(), metrics.clone());
+        let slow = AtomicBool::new(true);
+        // Every warm-up search goes to replica 2 first: replica 1 has no samples of its own.
+        run_ordered(&replicas, &slow, 2000, [2, 1]).await;
+        tokio::time::sleep(HISTOGRAM_PERIOD).await;
+        run_ordered(&replicas, &slow, 100, [2, 1]).await;
+        let started = tokio::time::Instant::now();
+        assert_eq!(run(&replicas, &slow, 5).await, 5, "replica 2 answered");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -482,6 +482,7 @@ impl Coordinator {
                 )))
             }
         }
+        self.replicas.forget_namespace(name);
         if !meta.is_declared() {
             self.drop_replicas(&meta).await;
         }
