@@ -88,8 +88,8 @@ impl<'a> Service<(ShardTarget, &'a SearchCall<'a>)> for OnReplica {
     }
 }
 
-/// One replica's load: tower's peak-EWMA latency times (outstanding calls + 1). A call
-/// dropped unanswered (the leg that lost a hedge) counts with the time it waited, so a
+/// One replica's load: tower's peak-EWMA latency times (outstanding first legs + 1). A first
+/// leg dropped unanswered (it lost to the hedge) counts with the time it waited, so a
 /// replica that never answers does not look fast.
 type Load = PeakEwma<OnReplica>;
 
@@ -128,8 +128,15 @@ impl<'a> Service<Read<'a>> for Legs {
             })?;
             let node = to.node;
             let started = Instant::now();
-            let pending = replicas.load(node).lock().call((to, read.call));
-            let out = pending.await;
+            // Only first legs count towards a replica's load: a hedge is cancelled because
+            // the other replica answered, not because its own was slow, so the short time it
+            // ran says nothing and must not make its replica look fast.
+            let out = if read.leg == 0 {
+                let pending = replicas.load(node).lock().call((to, read.call));
+                pending.await
+            } else {
+                (read.call)(to).await
+            };
             replicas.metrics.observe_replica(node, started.elapsed());
             out.map(|batches| (read.leg, batches))
         })
