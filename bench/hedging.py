@@ -192,7 +192,9 @@ def main() -> None:
             for c in clusters.values():
                 c.ready()
                 c.search_ms(queries[:200])  # warm-up: fills the latency histograms
-            time.sleep(7)  # two hedge histogram periods
+            time.sleep(11)  # one hedge histogram period (10 s) completes ...
+            for c in clusters.values():
+                c.search_ms(queries[:50])  # ... and rotates in, with the warm-up in it
             bursts = {c: Bursts(cl.nodes[0], args.stop_ms, args.period_ms) for c, cl in clusters.items()}
             hedges0 = {c: (cl.counter("longbow_search_hedges_sent_total"),
                            cl.counter("longbow_search_hedges_won_total")) for c, cl in clusters.items()}

@@ -74,8 +74,9 @@ async fn cluster(
     create_namespace(&mut c, 1, 2).await;
     put(&mut c, NS, vec![batch(0, 500, 1)]).await.expect("rows");
     wait_converged(&mut c, 2).await;
-    // Two histogram periods of searches on both replicas.
-    let until = Instant::now() + Duration::from_secs(7);
+    // More than one hedge histogram period (10 s) of searches: the shard's latency
+    // histogram then has a completed period to take the hedge delay from.
+    let until = Instant::now() + Duration::from_secs(11);
     while Instant::now() < until {
         let (_, failed) = searches(&mut c, 20).await;
         assert_eq!(failed, None, "searches on a healthy cluster");

