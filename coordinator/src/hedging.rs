@@ -169,6 +169,9 @@ impl<'a> Policy<Read<'a>> for HedgePolicy {
 
 type Hedged = Hedge<Legs, HedgePolicy>;
 
+/// A shard: namespace and shard number.
+type ShardKey = (String, u32);
+
 /// Replica load figures and one hedging service per shard (each with the latency histogram
 /// of the shard's first legs, whichever replica took them: a replica that load-aware
 /// ordering avoids still gets a delay from its shard's recent searches).
@@ -177,7 +180,7 @@ pub struct Replicas {
     metrics: Arc<Metrics>,
     budget: Arc<TpsBudget>,
     loads: Mutex<HashMap<NodeId, Arc<Mutex<Load>>>>,
-    hedges: Mutex<HashMap<(String, u32), Arc<tokio::sync::Mutex<Hedged>>>>,
+    hedges: Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<Hedged>>>>,
 }
 
 impl Replicas {
