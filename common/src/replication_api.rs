@@ -115,6 +115,9 @@ pub struct ReplicaStatus {
     /// Which namespace of this name it belongs to ([`crate::shard_api::ReplicaInfo::incarnation`]).
     #[serde(default)]
     pub incarnation: u64,
+    /// Live rows it holds (what rebalancing evens out across nodes).
+    #[serde(default)]
+    pub rows: u64,
 }
 
 /// Header of a `Replicate` body.

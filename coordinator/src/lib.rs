@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod node;
 pub mod raft;
 pub mod reads;
+pub mod rebalance;
 pub mod rebuild;
 pub mod replica_sets;
 pub mod routing;

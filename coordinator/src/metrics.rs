@@ -61,6 +61,8 @@ pub struct Metrics {
     pub failover_seconds: Histogram,
     /// Replicas rebuilt on another node after theirs stayed dead past the replica timeout.
     pub replicas_rebuilt: Counter,
+    /// Replicas moved to another node (rebalancing, decommissioning).
+    pub replicas_moved: Counter,
     /// Replicas dropped from nodes because no shard counts them as a member.
     pub strays_dropped: Counter,
     /// Caught Arrow IPC decoder panics (synced from `longbow_common::flight` when encoding).
@@ -106,6 +108,12 @@ impl Default for Metrics {
         let flight_decoder_panics = Counter::default();
         let replicas_rebuilt = Counter::default();
         let strays_dropped = Counter::default();
+        let replicas_moved = Counter::default();
+        registry.register(
+            "longbow_replicas_moved",
+            "Replicas moved to another node by rebalancing or decommissioning",
+            replicas_moved.clone(),
+        );
         registry.register(
             "longbow_replicas_rebuilt",
             "Replicas rebuilt on another node after theirs stayed dead past --replica-timeout-secs",
@@ -187,6 +195,7 @@ impl Default for Metrics {
             failovers,
             failover_seconds,
             replicas_rebuilt,
+            replicas_moved,
             strays_dropped,
             flight_decoder_panics,
         }

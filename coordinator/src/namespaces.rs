@@ -148,10 +148,12 @@ pub fn new_incarnation() -> u64 {
 }
 
 impl Coordinator {
-    /// `(node, replicas it hosts)` for each of `nodes`, counted from the catalog (namespaces
-    /// being created included): what placement balances.
+    /// `(node, replicas it hosts)` for each of `nodes` that may take new replicas (not being
+    /// decommissioned), counted from the catalog (namespaces being created included): what
+    /// placement balances.
     pub fn replicas_hosted(&self, nodes: &[NodeId]) -> Vec<(NodeId, u64)> {
         let cat = self.group.catalog.read();
+        let draining = |id: &NodeId| cat.nodes.get(id).is_some_and(|n| n.draining);
         let sets: Vec<&crate::catalog::ReplicaSet> = cat
             .namespaces
             .values()
@@ -160,6 +162,7 @@ impl Coordinator {
             .collect();
         nodes
             .iter()
+            .filter(|id| !draining(id))
             .map(|&id| {
                 let hosted = sets.iter().filter(|r| r.members().contains(&id)).count();
                 (id, hosted as u64)

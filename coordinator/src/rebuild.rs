@@ -39,6 +39,9 @@ impl Coordinator {
         live: &[NodeId],
     ) -> Result<bool> {
         let timeout = self.config.replica_timeout;
+        if set.moving.is_some() {
+            return Ok(false); // The move ends first: it adds a copy and removes one.
+        }
         let Some(old) = set
             .backups
             .iter()
@@ -169,6 +172,7 @@ mod tests {
             in_sync: Vec::new(),
             fenced: None,
             incarnation,
+            rows: 0,
         }
     }
 

@@ -188,6 +188,9 @@ impl Coordinator {
             .buffer_unordered(self.config.max_fanout.max(1))
             .collect::<()>()
             .await;
+        if let Err(e) = self.rebalance(&live).await {
+            tracing::warn!(error = %e, "starting a replica move failed; retrying");
+        }
         self.sweep_strays().await;
     }
 
@@ -262,6 +265,9 @@ impl Coordinator {
             tracing::warn!(namespace = %meta.name, shard, ?dead, "backups' nodes are dead; taken out of the in-sync set");
             let meta = self.namespace(&meta.name)?;
             self.push_shard(&meta, shard).await;
+            return Ok(());
+        }
+        if self.advance_move(meta, shard, set, live).await? {
             return Ok(());
         }
         if self.rebuild_lost_backup(meta, shard, set, live).await? {

@@ -114,6 +114,7 @@ CASES: list[tuple[str, dict[str, Any], Call]] = [
         lambda d, m, b: act(m, "AddCoordinator", b),
     ),
     ("RemoveCoordinator", {"node_id": 99}, lambda d, m, b: act(m, "RemoveCoordinator", b)),
+    ("DecommissionNode", {"node_id": 99}, lambda d, m, b: act(m, "DecommissionNode", b)),
     ("search ticket", {"namespace": NS, "vector": vector()}, lambda d, m, b: ticket(d, {"search": b})),
     ("get ticket", {"namespace": NS, "ids": [1]}, lambda d, m, b: ticket(d, {"get": b})),
     ("scan ticket", {"namespace": NS}, lambda d, m, b: ticket(d, {"scan": b})),
@@ -141,10 +142,11 @@ CASES: list[tuple[str, dict[str, Any], Call]] = [
 ]
 
 
-# Coordinator membership cannot change under `longbow local` (a group of one, no peer to add):
-# these base bodies are refused for what they say (a bad address, an unknown node id), which
-# still shows the unknown key is refused before anything else is looked at.
-REFUSED_HERE = {"AddCoordinator", "RemoveCoordinator"}
+# Coordinator membership cannot change under `longbow local` (a group of one, no peer to add),
+# and its shard nodes must stay: these base bodies are refused for what they say (a bad
+# address, an unknown node id), which still shows the unknown key is refused before anything
+# else is looked at.
+REFUSED_HERE = {"AddCoordinator", "RemoveCoordinator", "DecommissionNode"}
 
 
 def put_cmd(data: flight.FlightClient, body: dict[str, Any]) -> list[bytes]:

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 /// Raft-wide id of a shard node.
 pub type NodeId = u64;
 
+mod moves;
 mod replica_set;
 pub mod sessions;
 
+pub use moves::Move;
 pub use replica_set::{least_loaded_outside, place, ReplicaSet};
 
 /// A namespace and its placement.
@@ -62,6 +64,9 @@ pub struct ShardNodeInfo {
     pub node_key: String,
     /// Address of its shard Flight API (`host:port`).
     pub address: String,
+    /// Being decommissioned: its replicas move to other nodes and it gets no new ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// Where one shard's part of a snapshot lives, and what it holds.
@@ -238,6 +243,44 @@ pub enum CatalogCommand {
         /// The node taking its place.
         new: NodeId,
     },
+    /// Start moving member `from` of a shard to node `to` at `epoch + 1` (see [`moves`]).
+    BeginMove {
+        /// Namespace.
+        namespace: String,
+        /// Shard number.
+        shard: u32,
+        /// The epoch the change was decided at.
+        epoch: u64,
+        /// The member leaving.
+        from: NodeId,
+        /// The node taking its place.
+        to: NodeId,
+    },
+    /// Finish a shard's move (its new member is in sync) at `epoch + 1`.
+    FinishMove {
+        /// Namespace.
+        namespace: String,
+        /// Shard number.
+        shard: u32,
+        /// The epoch the change was decided at.
+        epoch: u64,
+    },
+    /// Give up a shard's move (its new member's node died) at `epoch + 1`.
+    AbortMove {
+        /// Namespace.
+        namespace: String,
+        /// Shard number.
+        shard: u32,
+        /// The epoch the change was decided at.
+        epoch: u64,
+    },
+    /// Mark a shard node as being decommissioned (or not).
+    SetNodeDraining {
+        /// The node.
+        node: NodeId,
+        /// Whether its replicas are to move off it.
+        draining: bool,
+    },
 }
 
 /// Outcome of applying a command.
@@ -321,6 +364,7 @@ impl Catalog {
                         id,
                         node_key: node_key.clone(),
                         address: address.clone(),
+                        draining: false,
                     },
                 );
                 CatalogResponse::Node(id)
@@ -428,6 +472,39 @@ impl Catalog {
             } => match self.replica_set(namespace, *shard) {
                 Ok(set) => set.replace(*epoch, *old, *new),
                 Err(e) => e,
+            },
+            CatalogCommand::BeginMove {
+                namespace,
+                shard,
+                epoch,
+                from,
+                to,
+            } => match self.replica_set(namespace, *shard) {
+                Ok(set) => set.begin_move(*epoch, *from, *to),
+                Err(e) => e,
+            },
+            CatalogCommand::FinishMove {
+                namespace,
+                shard,
+                epoch,
+            } => match self.replica_set(namespace, *shard) {
+                Ok(set) => set.finish_move(*epoch),
+                Err(e) => e,
+            },
+            CatalogCommand::AbortMove {
+                namespace,
+                shard,
+                epoch,
+            } => match self.replica_set(namespace, *shard) {
+                Ok(set) => set.abort_move(*epoch),
+                Err(e) => e,
+            },
+            CatalogCommand::SetNodeDraining { node, draining } => match self.nodes.get_mut(node) {
+                Some(n) => {
+                    n.draining = *draining;
+                    CatalogResponse::Ok
+                }
+                None => CatalogResponse::NotFound(format!("shard node {node}")),
             },
         }
     }

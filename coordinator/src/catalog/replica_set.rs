@@ -25,6 +25,9 @@ pub struct ReplicaSet {
     /// configurations of an older version.
     #[serde(default)]
     pub version: u64,
+    /// A move of one member to another node in progress ([`super::moves`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<super::moves::Move>,
 }
 
 impl ReplicaSet {
@@ -38,6 +41,7 @@ impl ReplicaSet {
             in_sync,
             epoch: 1,
             version: 0,
+            moving: None,
         }
     }
 
@@ -66,7 +70,8 @@ impl ReplicaSet {
         }
     }
 
-    fn conflict(&self, what: &str, epoch: u64) -> CatalogResponse {
+    /// The answer to a change decided at `epoch` when the set has moved on.
+    pub(super) fn stale(&self, what: &str, epoch: u64) -> CatalogResponse {
         CatalogResponse::Conflict(format!(
             "{what} was decided at epoch {epoch}, the shard is at epoch {} with primary {}",
             self.epoch, self.primary
@@ -76,7 +81,7 @@ impl ReplicaSet {
     /// Make in-sync member `primary` the primary at `epoch + 1` (if still at `epoch`).
     pub fn promote(&mut self, epoch: u64, primary: NodeId) -> CatalogResponse {
         if epoch != self.epoch {
-            return self.conflict("the promotion", epoch);
+            return self.stale("the promotion", epoch);
         }
         let in_sync = self.in_sync();
         if !in_sync.contains(&primary) || primary == self.primary {
@@ -100,7 +105,7 @@ impl ReplicaSet {
     /// only.
     pub fn set_in_sync(&mut self, epoch: u64, in_sync: &[NodeId]) -> CatalogResponse {
         if epoch != self.epoch {
-            return self.conflict("the in-sync change", epoch);
+            return self.stale("the in-sync change", epoch);
         }
         let members = self.members();
         if !in_sync.contains(&self.primary) || in_sync.iter().any(|n| !members.contains(n)) {
@@ -126,7 +131,7 @@ impl ReplicaSet {
     /// and put in sync by it, and nothing decided on the old membership can apply any more.
     pub fn replace(&mut self, epoch: u64, old: NodeId, new: NodeId) -> CatalogResponse {
         if epoch != self.epoch {
-            return self.conflict("the replacement", epoch);
+            return self.stale("the replacement", epoch);
         }
         if old == self.primary || !self.backups.contains(&old) || self.members().contains(&new) {
             return CatalogResponse::Conflict(format!(

@@ -37,6 +37,9 @@ fn frees_space(cmd: &CatalogCommand) -> bool {
             | CatalogCommand::SetInSync { .. }
             // So does rebuilding a lost copy on another node.
             | CatalogCommand::ReplaceMember { .. }
+            // Ending a move frees a node's copy.
+            | CatalogCommand::FinishMove { .. }
+            | CatalogCommand::AbortMove { .. }
     )
 }
 

@@ -18,7 +18,7 @@ use crate::node::Coordinator;
 use crate::reads::{DeleteRecords, GetRecords};
 
 /// Every action with its description (ListActions).
-pub const ACTIONS: [(&str, &str); 19] = [
+pub const ACTIONS: [(&str, &str); 20] = [
     ("CreateNamespace", "Create a namespace: {name, dim, metric, id_type, shards, replication_factor, index: {m, ef_construction, ef_search}}; without dim it is declared and its first write fixes dim, metric and id type"),
     ("DeleteNamespace", "Delete a namespace and all its data: {name} -> {deleted, status}"),
     ("delete-dataset", "Longbow 0.1: delete a namespace: {dataset} -> bytes 'deleted'"),
@@ -38,6 +38,7 @@ pub const ACTIONS: [(&str, &str); 19] = [
     ("cluster-status", "Coordinator Raft state and group members, shard nodes and their liveness, namespace count; Longbow 0.1's {self, members, count}"),
     ("AddCoordinator", "Add a coordinator to the Raft group: {node_id, address (its internal host:port)} -> {added, coordinators}; it must be running with --join"),
     ("RemoveCoordinator", "Remove a coordinator from the Raft group: {node_id} -> {removed, coordinators}"),
+    ("DecommissionNode", "Move every replica off a shard node before it leaves: {node_id} -> {node_id, draining, replicas (still on it; stop the node at 0)}"),
 ];
 
 /// The canonical name of an action type, accepting common spellings.
@@ -65,6 +66,7 @@ pub fn canonical(kind: &str) -> Option<&'static str> {
         "clusterstatus" => "cluster-status",
         "addcoordinator" => "AddCoordinator",
         "removecoordinator" => "RemoveCoordinator",
+        "decommissionnode" => "DecommissionNode",
         _ => return None,
     })
 }
@@ -191,6 +193,7 @@ async fn run(coord: &Coordinator, action: Action) -> Result<Vec<Vec<u8>>> {
         "AddCoordinator" | "RemoveCoordinator" => {
             one(super::coordinators::handle(coord, kind, body).await)
         }
+        "DecommissionNode" => one(super::nodes::decommission(coord, body).await),
         other => Err(CoordinatorError::Internal(format!(
             "action {other} has no handler"
         ))),

@@ -68,6 +68,7 @@ pub fn cluster_status(coord: &Coordinator) -> Value {
     coord.refresh_gauges();
     let (term, leader) = coord.group.term_and_leader();
     let live = coord.live_nodes();
+    let holdings = coord.holdings();
     let cat = coord.group.catalog.read();
     let me = json!({
         "ID": format!("coordinator-{}", coord.group.id),
@@ -81,7 +82,11 @@ pub fn cluster_status(coord: &Coordinator) -> Value {
     let mut nodes = Vec::new();
     for n in cat.nodes.values() {
         let alive = live.contains(&n.id);
-        nodes.push(json!({"id": n.id, "address": n.address, "live": alive}));
+        let (replicas, rows) = holdings.get(&n.id).copied().unwrap_or_default();
+        nodes.push(json!({
+            "id": n.id, "address": n.address, "live": alive, "draining": n.draining,
+            "replicas": replicas, "rows": rows,
+        }));
         members.push(json!({
             "ID": format!("shard-{}", n.id),
             "Addr": n.address,

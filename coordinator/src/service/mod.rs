@@ -13,6 +13,7 @@ mod coordinators;
 mod exchange;
 mod flights;
 mod longbow;
+mod nodes;
 pub mod requests;
 mod snapshots;
 mod streams;

@@ -54,6 +54,13 @@ pub const COORDINATOR: Shape = Shape {
     aliases: &[("id", "node_id"), ("addr", "address")],
 };
 
+/// `DecommissionNode`.
+pub const SHARD_NODE: Shape = Shape {
+    what: "body",
+    keys: &["node_id"],
+    aliases: &[("id", "node_id")],
+};
+
 /// Actions that take no keys: `ListNamespaces`, `GetTotalNamespaceCount`, `cluster-status`.
 pub const NO_KEYS: Shape = Shape {
     what: "body (this action takes no keys)",
@@ -381,6 +388,13 @@ pub struct CoordinatorBody {
     pub node_id: u64,
     /// Its internal address (`AddCoordinator` only).
     pub address: Option<String>,
+}
+
+/// `DecommissionNode`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShardNodeBody {
+    /// Id of the shard node (as `cluster-status` lists it).
+    pub node_id: u64,
 }
 
 /// Bodies naming one namespace.

@@ -426,6 +426,11 @@ impl Replica {
         query::scan(&self.state.read(), filter, p, limit, 8192)
     }
 
+    /// Rows it holds (ids with a live version).
+    pub fn live_rows(&self) -> u64 {
+        self.state.read().ids.len() as u64
+    }
+
     /// Current statistics.
     pub fn stats(&self) -> ReplicaStats {
         let st = self.state.read();

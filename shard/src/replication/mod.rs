@@ -266,6 +266,7 @@ impl Replication {
                     in_sync: Vec::new(),
                     fenced: None,
                     incarnation: replica.info().incarnation,
+                    rows: 0,
                 });
                 s.lsn = replica.wal_files().durable_lsn();
                 s
@@ -284,6 +285,7 @@ fn status_of(replica: &Replica, gate: &Gate) -> ReplicaStatus {
         in_sync: gate.in_sync.clone(),
         fenced: gate.fenced.clone(),
         incarnation: replica.info().incarnation,
+        rows: replica.live_rows(),
     }
 }
 
