@@ -42,7 +42,7 @@ import pyarrow.flight as fl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hnsw_vs_hnswlib import SHARED, clustered  # noqa: E402
-from lifecycle import OUT, build  # noqa: E402
+from lifecycle import OUT, build, search_ms  # noqa: E402
 
 NS = "hedge"
 
@@ -108,20 +108,7 @@ class Cluster:
             time.sleep(0.2)
 
     def search_ms(self, queries: np.ndarray) -> list[float]:
-        cmd = json.dumps({"op": "search", "namespace": NS, "k": 10}).encode()
-        out = []
-        for q in queries:
-            table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(
-                pa.array(q, type=pa.float32()), len(q))})
-            t = time.perf_counter()
-            w, r = self.data.do_exchange(fl.FlightDescriptor.for_command(cmd))
-            w.begin(table.schema)
-            w.write_table(table)
-            w.done_writing()
-            r.read_all()
-            w.close()
-            out.append((time.perf_counter() - t) * 1000)
-        return out
+        return search_ms(self.data, NS, queries)
 
     def counter(self, name: str) -> int:
         text = urllib.request.urlopen(f"http://{self.http}/metrics", timeout=10).read().decode()

@@ -89,20 +89,25 @@ class Local:
         writer.close()
 
     def search_ms(self, ns: str, queries: np.ndarray) -> list[float]:
-        out = []
-        for q in queries:
-            cmd = json.dumps({"op": "search", "namespace": ns, "k": 10}).encode()
-            t = time.perf_counter()
-            w, r = self.data.do_exchange(fl.FlightDescriptor.for_command(cmd))
-            table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(
-                pa.array(q, type=pa.float32()), len(q))})
-            w.begin(table.schema)
-            w.write_table(table)
-            w.done_writing()
-            r.read_all()
-            w.close()
-            out.append((time.perf_counter() - t) * 1000)
-        return out
+        return search_ms(self.data, ns, queries)
+
+
+def search_ms(data: fl.FlightClient, ns: str, queries: np.ndarray, k: int = 10) -> list[float]:
+    """Milliseconds of each single-query search (one DoExchange call per query) on `data`."""
+    cmd = json.dumps({"op": "search", "namespace": ns, "k": k}).encode()
+    out = []
+    for q in queries:
+        table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(
+            pa.array(q, type=pa.float32()), len(q))})
+        t = time.perf_counter()
+        w, r = data.do_exchange(fl.FlightDescriptor.for_command(cmd))
+        w.begin(table.schema)
+        w.write_table(table)
+        w.done_writing()
+        r.read_all()
+        w.close()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
 def checkpointed(data_dir: Path, local: Local, ns: str) -> bool:

@@ -230,7 +230,7 @@ impl Coordinator {
                 Err(e) => last = Some(e),
             }
         }
-        let mut rest = targets.clone().into_iter().skip(1);
+        let rest: Vec<ShardTarget> = targets.iter().skip(1).cloned().collect();
         if !targets.is_empty() {
             match self.replicas.search(targets, call).await {
                 Ok(v) => return Ok(v),
@@ -238,7 +238,7 @@ impl Coordinator {
                 Err(e) => return Err(e),
             }
         }
-        for to in rest.by_ref() {
+        for to in rest {
             match call(to).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retryable() => last = Some(e),
