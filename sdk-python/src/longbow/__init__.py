@@ -27,13 +27,14 @@ from .models import (
     SnapshotShard,
     Vector,
 )
-from .pool import ConnectionPool
+from .pool import ConnectionPool, Coordinator
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLongbowClient",
     "ConnectionPool",
+    "Coordinator",
     "IndexOptions",
     "IndexStats",
     "LongbowAlreadyExistsError",

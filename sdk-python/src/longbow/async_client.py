@@ -25,6 +25,7 @@ from .models import (
     SearchResult,
     SnapshotInfo,
 )
+from .pool import Coordinator
 from .results import Output
 
 
@@ -33,15 +34,19 @@ class AsyncLongbowClient:
 
     def __init__(
         self,
-        host: str = "localhost",
+        host: str | None = None,
         data_port: int = 3000,
         meta_port: int = 3001,
         api_key: str | None = None,
         timeout: float | None = None,
         retries: int = 3,
         pool_size: int = 8,
+        *,
+        coordinators: Sequence[str | Coordinator] | None = None,
     ) -> None:
-        self._sync = LongbowClient(host, data_port, meta_port, api_key, timeout, retries, pool_size)
+        self._sync = LongbowClient(
+            host, data_port, meta_port, api_key, timeout, retries, pool_size, coordinators=coordinators
+        )
 
     async def __aenter__(self) -> AsyncLongbowClient:
         return self

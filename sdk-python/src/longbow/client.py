@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +42,7 @@ from .models import (
     SnapshotInfo,
     check_k,
 )
-from .pool import ConnectionPool, Connections
+from .pool import ConnectionPool, Connections, Coordinator, coordinator_addresses
 from .progress import Progress
 from .results import FIXED_COLUMNS, Output, namespace_info, row_count, shape
 
@@ -55,31 +57,45 @@ class LongbowClient:
 
     `retries` transient failures (unavailable, overloaded) of idempotent calls are retried
     with exponential backoff and jitter. `timeout` (seconds) bounds every call.
+
+    A cluster with several coordinators is given as `coordinators`: every one takes every
+    call, so after a call fails with a retryable error the client moves on to the next one,
+    and its retries go there. Each entry is a host name (served on `data_port` and
+    `meta_port`, as in a Kubernetes StatefulSet) or a `(host, data_port, meta_port)` tuple.
     """
 
     def __init__(
         self,
-        host: str = "localhost",
+        host: str | None = None,
         data_port: int = 3000,
         meta_port: int = 3001,
         api_key: str | None = None,
         timeout: float | None = None,
         retries: int = 3,
         pool_size: int = 8,
+        *,
+        coordinators: Sequence[str | Coordinator] | None = None,
     ) -> None:
         if retries < 0:
             raise LongbowValidationError("retries must be >= 0")
         headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
         self._options = flight.FlightCallOptions(timeout=timeout, headers=headers)
         self._retries = retries
-        self._pool = ConnectionPool(lambda: Connections(host, data_port, meta_port), pool_size)
+        self._pools = [
+            ConnectionPool(functools.partial(Connections, h, d, m), pool_size)
+            for h, d, m in coordinator_addresses(host, data_port, meta_port, coordinators)
+        ]
+        # The coordinator calls go to; moved on after a retryable failure.
+        self._at = 0
+        self._at_lock = threading.Lock()
         self._namespaces: dict[str, NamespaceInfo] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close every connection."""
-        self._pool.close()
+        for pool in self._pools:
+            pool.close()
 
     def __enter__(self) -> LongbowClient:
         return self
@@ -90,27 +106,45 @@ class LongbowClient:
     # -- plumbing --------------------------------------------------------------------------
 
     def _once(self, fn: Callable[[Connections], T]) -> T:
+        at = self._at
         md = begin_call()
         try:
-            with self._pool.lease() as conn:
+            with self._pools[at].lease() as conn:
                 return fn(conn)
-        except LongbowError:
+        except LongbowError as e:
+            self._after_failure(at, e)
             raise
         except Exception as e:  # every pyarrow/Flight error becomes a LongbowError
-            raise from_flight(e, md) from e
+            err = from_flight(e, md)
+            self._after_failure(at, err)
+            raise err from e
 
-    def _retrying(self) -> Retrying:
+    def _after_failure(self, at: int, e: LongbowError) -> None:
+        """Move on from coordinator `at` when its failure may be its own (gone, hung, cut
+        off): the next call, and the retry of this one, go to the next coordinator. Only
+        the first of several calls failing on `at` at once moves the client on."""
+        if e.retryable and len(self._pools) > 1:
+            with self._at_lock:
+                if self._at == at:
+                    self._at = (at + 1) % len(self._pools)
+
+    def _retrying(self, idempotent: bool = True) -> Retrying:
+        def may_resend(e: BaseException) -> bool:
+            return isinstance(e, LongbowError) and e.retryable and (idempotent or not e.sent)
+
         return Retrying(
             stop=stop_after_attempt(self._retries + 1),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
-            retry=retry_if_exception(lambda e: isinstance(e, LongbowError) and e.retryable),
+            retry=retry_if_exception(may_resend),
             reraise=True,
         )
 
     def _call(self, fn: Callable[[Connections], T], idempotent: bool = True) -> T:
-        if not idempotent or self._retries == 0:
+        """Run `fn` on a pooled connection, retried while a retry may help: any retryable
+        failure of an idempotent call, and of any call that was never sent."""
+        if self._retries == 0:
             return self._once(fn)
-        return self._retrying()(lambda: self._once(fn))
+        return self._retrying(idempotent)(lambda: self._once(fn))
 
     def _action(self, kind: str, body: dict[str, Any], idempotent: bool = True) -> Any:
         payload = json.dumps(body).encode()
@@ -391,10 +425,7 @@ class LongbowClient:
                     "the server ended the write stream without acknowledging every batch"
                 )
 
-        if self._retries == 0:
-            self._once(run)
-        else:
-            self._retrying()(lambda: self._once(run))
+        self._call(run)  # resumes from the first unacknowledged batch
         return rows
 
     @overload

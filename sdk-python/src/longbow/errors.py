@@ -31,6 +31,9 @@ class LongbowError(Exception):
         code: the stable machine-readable code (for example `namespace_not_found`).
         retryable: whether the same request may succeed when sent again.
         status: the gRPC status name (for example `NOT_FOUND`).
+        sent: `False` when the request certainly never reached a server (the connection
+            could not be made), so sending it again, even a call that is not idempotent,
+            cannot apply it twice.
     """
 
     default_code = "unknown"
@@ -44,12 +47,14 @@ class LongbowError(Exception):
         code: str | None = None,
         retryable: bool | None = None,
         status: str | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code: str = code or self.default_code
         self.retryable: bool = self.default_retryable if retryable is None else retryable
         self.status: str = status or self.default_status
+        self.sent = sent
 
 
 class LongbowConnectionError(LongbowError):
@@ -235,10 +240,9 @@ def from_flight(exc: BaseException, md: CallMetadata | None = None) -> LongbowEr
     status = (md.status if md else None) or _status_of(exc)
     code = md.code if md else None
     retryable = md.retryable if md else None
+    # gRPC's words when no connection could be made, so nothing was sent.
+    unsent = code is None and "failed to connect" in str(exc).lower()
     if status is None:
-        if isinstance(exc, ConnectionError | OSError) or "failed to connect" in str(exc).lower():
-            status = "UNAVAILABLE"
-        else:
-            status = "UNKNOWN"
+        status = "UNAVAILABLE" if isinstance(exc, ConnectionError | OSError) or unsent else "UNKNOWN"
     cls = _BY_STATUS.get(status, LongbowQueryError)
-    return cls(message, code=code, retryable=retryable, status=status)
+    return cls(message, code=code, retryable=retryable, status=status, sent=not unsent)

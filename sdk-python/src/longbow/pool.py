@@ -1,11 +1,12 @@
 """Connections to one coordinator: a data and a meta Flight client, and a thread-safe pool
-of them. Every client carries the middleware that records Longbow's error metadata."""
+of them; and the coordinator addresses a client is given. Every Flight client carries the
+middleware that records Longbow's error metadata."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pyarrow.flight as flight
@@ -13,6 +14,45 @@ import pyarrow.flight as flight
 from .errors import ErrorMetadata, LongbowError, LongbowValidationError
 
 _MIDDLEWARE = [ErrorMetadata()]
+
+#: One coordinator's client ports: `(host, data_port, meta_port)`.
+Coordinator = tuple[str, int, int]
+
+
+def _port(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise LongbowValidationError(f"{field} must be a port number (1-65535), got {value!r}")
+    return value
+
+
+def coordinator_addresses(
+    host: str | None,
+    data_port: int,
+    meta_port: int,
+    coordinators: Sequence[str | Coordinator] | None,
+) -> list[Coordinator]:
+    """The coordinators a client talks to: `host` alone (`localhost` when neither is given),
+    or every entry of `coordinators`, a host name on `data_port` and `meta_port` or a
+    `(host, data_port, meta_port)` tuple."""
+    _port(data_port, "data_port")
+    _port(meta_port, "meta_port")
+    if coordinators is None:
+        return [(host or "localhost", data_port, meta_port)]
+    if host is not None:
+        raise LongbowValidationError("give host or coordinators, not both")
+    if isinstance(coordinators, str) or not coordinators:
+        raise LongbowValidationError("coordinators must be a non-empty list of addresses")
+    out: list[Coordinator] = []
+    for i, c in enumerate(coordinators):
+        if isinstance(c, str) and c:
+            out.append((c, data_port, meta_port))
+        elif isinstance(c, tuple) and len(c) == 3 and isinstance(c[0], str) and c[0]:
+            out.append((c[0], _port(c[1], f"coordinators[{i}][1]"), _port(c[2], f"coordinators[{i}][2]")))
+        else:
+            raise LongbowValidationError(
+                f"coordinators[{i}] must be a host name or a (host, data_port, meta_port) tuple, got {c!r}"
+            )
+    return out
 
 
 class Connections:
