@@ -9,6 +9,9 @@
 //! the shard's searches: tower's rotating histogram, one per shard.
 //! Hedges are bounded by a budget (tower's `TpsBudget`, `--hedge-budget-percent` of shard
 //! searches, 10 % by default), so a slow cluster is never sent twice its load.
+//! A replica whose first leg just lost to a hedge goes after the others for a short
+//! cooldown (like an outlier ejection): it stalled, and the next searches should not each
+//! find that out again by waiting for the hedge delay.
 //!
 //! This module only orders replicas and decides hedges; it never changes which replicas a
 //! read may use (that is [`crate::targets`]), and it never retries an error: a failed call
@@ -45,6 +48,8 @@ const MIN_SAMPLES: u64 = 10;
 const HISTOGRAM_PERIOD: Duration = Duration::from_secs(10);
 /// How long one search counts towards the hedge budget.
 const BUDGET_TTL: Duration = Duration::from_secs(10);
+/// How long a replica that lost a hedge race goes after the others.
+const LOST_RACE_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Hedging settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,6 +185,8 @@ pub struct Replicas {
     metrics: Arc<Metrics>,
     budget: Arc<TpsBudget>,
     loads: Mutex<HashMap<NodeId, Arc<Mutex<Load>>>>,
+    /// When each replica last lost a hedge race (its first leg was beaten by the hedge).
+    lost_races: Mutex<HashMap<NodeId, tokio::time::Instant>>,
     hedges: Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<Hedged>>>>,
 }
 
@@ -195,6 +202,7 @@ impl Replicas {
             config,
             metrics,
             loads: Mutex::new(HashMap::new()),
+            lost_races: Mutex::new(HashMap::new()),
             hedges: Mutex::new(HashMap::new()),
         })
     }
@@ -214,15 +222,25 @@ impl Replicas {
             .clone()
     }
 
-    /// `nodes` best first: lowest load; ties keep the given order (the caller rotates it).
+    /// `nodes` best first: those that lost no hedge race in the last [`LOST_RACE_COOLDOWN`]
+    /// before those that did, each by lowest load; ties keep the given order (the caller
+    /// rotates it).
     pub fn best_first(&self, nodes: &mut [NodeId]) {
-        let costs: HashMap<NodeId, Cost> = nodes
+        let now = tokio::time::Instant::now();
+        let lost = self.lost_races.lock();
+        let keys: HashMap<NodeId, (bool, Cost)> = nodes
             .iter()
-            .map(|n| (*n, self.load(*n).lock().load()))
+            .map(|n| {
+                let cooling = lost
+                    .get(n)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < LOST_RACE_COOLDOWN);
+                (*n, (cooling, self.load(*n).lock().load()))
+            })
             .collect();
+        drop(lost);
         nodes.sort_by(|a, b| {
-            costs[a]
-                .partial_cmp(&costs[b])
+            keys[a]
+                .partial_cmp(&keys[b])
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
     }
@@ -288,6 +306,9 @@ impl Replicas {
         let (leg, batches) = answer.await.map_err(from_box)?;
         if leg == 1 {
             self.metrics.search_hedges_won.inc();
+            self.lost_races
+                .lock()
+                .insert(first.node, tokio::time::Instant::now());
         }
         Ok(batches)
     }
@@ -450,7 +471,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         while nodes[0] == 2 && started.elapsed() < Duration::from_secs(120) {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            run_on(&replicas, 2).await;
+            run_on(&replicas, 2, 1).await;
             replicas.best_first(&mut nodes);
         }
         assert_eq!(
@@ -461,11 +482,35 @@ mod tests {
         );
     }
 
-    /// One search on `node` alone.
-    async fn run_on(replicas: &Arc<Replicas>, node: NodeId) {
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_that_lost_a_hedge_race_goes_last_for_the_cooldown() {
+        let metrics = Arc::new(Metrics::default());
+        let replicas = Replicas::new(HedgeConfig::default(), metrics.clone());
+        let slow = AtomicBool::new(false);
+        warm_up(&replicas, &slow).await;
+        slow.store(true, Ordering::Relaxed);
+        assert_eq!(
+            run(&replicas, &slow, 1).await,
+            1,
+            "the hedge to replica 2 won"
+        );
+        assert_eq!(metrics.search_hedges_won.get(), 1);
+        // Replica 2 answers once in 20 ms: by load alone replica 1 (charged the few ms its
+        // lost leg waited) would now come first.
+        run_on(&replicas, 2, 20).await;
+        let mut nodes = vec![1, 2];
+        replicas.best_first(&mut nodes);
+        assert_eq!(nodes, [2, 1], "within the cooldown the loser goes last");
+        tokio::time::sleep(LOST_RACE_COOLDOWN).await;
+        replicas.best_first(&mut nodes);
+        assert_eq!(nodes, [1, 2], "after the cooldown load alone orders them");
+    }
+
+    /// One search on `node` alone, answered in `ms` milliseconds.
+    async fn run_on(replicas: &Arc<Replicas>, node: NodeId, ms: u64) {
         let call = |_: ShardTarget| -> Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>>> + Send + '_>> {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(Vec::new())
             })
         };
