@@ -56,8 +56,11 @@ class Local:
         assert self.proc.stdout is not None
         words = self.proc.stdout.readline().split()
         self.started = time.perf_counter() - t
-        self.data = fl.connect(words[words.index("data") + 1])
-        self.meta = fl.connect(words[words.index("meta") + 1])
+        self.data_uri = words[words.index("data") + 1]
+        self.meta_uri = words[words.index("meta") + 1]
+        self.http = words[words.index("http") + 1]
+        self.data = fl.connect(self.data_uri)
+        self.meta = fl.connect(self.meta_uri)
 
     def action(self, kind: str, body: dict) -> dict:
         res = next(self.meta.do_action(fl.Action(kind, json.dumps(body).encode())))

@@ -309,6 +309,13 @@ pub async fn local(args: LocalArgs) -> anyhow::Result<()> {
             .await?,
         );
     }
+    // The shard nodes live in this process: the coordinator searches them directly.
+    for s in &shards {
+        running.coord.shards.serve_in_process(
+            s.addr.to_string(),
+            Arc::new(longbow_shard::service::ShardService::new(s.node.clone())),
+        );
+    }
     let e = running.endpoints;
     println!(
         "longbow local ready: data grpc://{} meta grpc://{} http http://{} ({} shard nodes: {})",

@@ -29,6 +29,16 @@ async fn lifecycle_recall_upsert_delete_filters_scan_and_restarts() {
     .await
     .expect("create");
     assert_eq!(created["shards"], 3);
+    // The shard nodes live in this process: the coordinator searches them in-process.
+    let cluster = action(&mut meta, "cluster-status", json!({}))
+        .await
+        .expect("cluster-status");
+    let nodes = cluster["shard_nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    assert!(
+        nodes.iter().all(|n| n["in_process"] == json!(true)),
+        "{nodes:?}"
+    );
 
     let batches: Vec<_> = (0..n)
         .step_by(5_000)

@@ -160,6 +160,11 @@ fn a_node_that_joins_gets_replicas_until_rows_are_even_and_no_request_fails() {
         let deadline = Instant::now() + Duration::from_secs(120);
         let rows = loop {
             let nodes = shard_nodes(&mut c).await;
+            // Separate processes: searched over Flight, never in-process.
+            assert!(
+                nodes.iter().all(|n| n["in_process"] == json!(false)),
+                "{nodes:?}"
+            );
             let rows: Vec<u64> = nodes
                 .iter()
                 .map(|n| n["rows"].as_u64().unwrap_or(0))

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod flight;
 pub mod http;
 pub mod ids;
+pub mod in_process;
 pub mod model;
 pub mod net;
 pub mod payload_schema;

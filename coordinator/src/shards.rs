@@ -3,6 +3,12 @@
 //! One HTTP/2 channel per shard address is kept and shared (cheap clones, many concurrent
 //! streams per connection). Errors from a shard keep their gRPC code, so a shard's
 //! INVALID_ARGUMENT naming a field reaches the client unchanged.
+//!
+//! Searches of a shard node running in this process (`longbow local`) are direct calls
+//! through [`InProcessShard`] instead: no loopback Flight, no IPC encoding.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -10,7 +16,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use longbow_common::channels::Channels;
+use longbow_common::in_process::InProcessShard;
 use longbow_common::shard_api::{SearchCommand, ShardTicket, WriteAck, WriteCommand};
+use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -20,10 +28,11 @@ use crate::node::ShardTarget;
 /// Largest message exchanged with shards.
 const MAX_MESSAGE_BYTES: usize = longbow_common::channels::MAX_MESSAGE_BYTES;
 
-/// Pooled connections to shard nodes.
+/// Pooled connections to shard nodes, and the shard nodes of this process by address.
 #[derive(Default)]
 pub struct ShardClients {
     channels: Channels,
+    in_process: RwLock<HashMap<String, Arc<dyn InProcessShard>>>,
 }
 
 fn shard_err(to: &ShardTarget, e: FlightError) -> CoordinatorError {
@@ -31,6 +40,10 @@ fn shard_err(to: &ShardTarget, e: FlightError) -> CoordinatorError {
         FlightError::Tonic(s) => *s,
         other => tonic::Status::unavailable(other.to_string()),
     };
+    status_err(to, status)
+}
+
+fn status_err(to: &ShardTarget, status: tonic::Status) -> CoordinatorError {
     CoordinatorError::Shard {
         shard: to.to_string(),
         status: Box::new(status),
@@ -38,6 +51,17 @@ fn shard_err(to: &ShardTarget, e: FlightError) -> CoordinatorError {
 }
 
 impl ShardClients {
+    /// Search the shard node at `addr` (the address it registers with) in-process through
+    /// `shard` from now on. Only for a node running in this process.
+    pub fn serve_in_process(&self, addr: String, shard: Arc<dyn InProcessShard>) {
+        self.in_process.write().insert(addr, shard);
+    }
+
+    /// Whether searches of the shard node at `addr` are in-process calls.
+    pub fn is_in_process(&self, addr: &str) -> bool {
+        self.in_process.read().contains_key(addr)
+    }
+
     fn client(&self, to: &ShardTarget) -> Result<FlightClient> {
         let inner = self
             .channels
@@ -109,6 +133,13 @@ impl ShardClients {
         cmd: &SearchCommand,
         queries: RecordBatch,
     ) -> Result<Vec<RecordBatch>> {
+        let local = self.in_process.read().get(&to.addr).cloned();
+        if let Some(shard) = local {
+            return shard
+                .search(cmd.clone(), queries)
+                .await
+                .map_err(|s| status_err(to, s));
+        }
         let mut c = self.client(to)?;
         let cmd = serde_json::to_vec(cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         let data = FlightDataEncoderBuilder::new()

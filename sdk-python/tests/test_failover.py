@@ -20,11 +20,17 @@ from conftest import Server, _binary
 from longbow import LongbowClient, LongbowConnectionError, LongbowValidationError
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports (all held open while they are picked, so no port
+    comes back twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -49,7 +55,8 @@ def test_coordinator_addresses_are_checked_before_anything_is_sent() -> None:
 
 
 def test_a_coordinator_that_refuses_connections_is_passed_over_even_by_a_create(server: Server) -> None:
-    dead = ("127.0.0.1", _free_port(), _free_port())
+    data, meta = _free_ports(2)
+    dead = ("127.0.0.1", data, meta)
     live = (server.host, server.data_port, server.meta_port)
     with LongbowClient(coordinators=[dead, live], retries=2) as client:
         # Not idempotent, but the refused attempt was never sent: it is sent to the next one.
@@ -65,7 +72,8 @@ def test_a_coordinator_that_refuses_connections_is_passed_over_even_by_a_create(
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[tuple[list[subprocess.Popen[str]], list[tuple[str, int, int]]]]:
     """Three coordinators forming one Raft group, and one shard node following them."""
-    ports = [(_free_port(), _free_port(), _free_port()) for _ in range(3)]
+    free = _free_ports(9)
+    ports = [(free[i], free[i + 1], free[i + 2]) for i in range(0, 9, 3)]
     peers = ",".join(f"{i + 1}=127.0.0.1:{internal}" for i, (_, _, internal) in enumerate(ports))
     procs: list[subprocess.Popen[str]] = []
 

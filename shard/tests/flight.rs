@@ -1,5 +1,6 @@
 //! The shard Flight API end to end over a real socket: create, write, search, get, scan,
-//! delete, restart from the same directory, and precise errors for bad input.
+//! delete, restart from the same directory, and precise errors for bad input; and the
+//! in-process search (`longbow local`) answering exactly what the Flight search answers.
 
 mod common;
 
@@ -8,7 +9,8 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
 use common::*;
 use futures::{StreamExt, TryStreamExt};
-use longbow_common::shard_api::{DeleteResponse, ReplicaStats, WriteAck};
+use longbow_common::in_process::InProcessShard;
+use longbow_common::shard_api::{DeleteResponse, ReplicaStats, SearchCommand, WriteAck};
 use longbow_shard::synth;
 use serde_json::json;
 
@@ -307,5 +309,61 @@ async fn bad_input_gets_precise_errors_and_the_node_keeps_serving() {
         .await
         .expect("list");
     assert_eq!(listed[0]["dim"], 8);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_search_answers_exactly_what_the_flight_search_answers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dim = 8;
+    let n = 3_000usize;
+    let data = synth::clustered(n, dim, 10, 5);
+    let server = start(tmp.path()).await;
+    let mut c = client(server.addr).await;
+    action(
+        &mut c,
+        "CreateReplica",
+        json!({"namespace": "p", "shard": 0, "dim": dim}),
+    )
+    .await
+    .expect("create");
+    let ids: Vec<u64> = (0..n as u64).collect();
+    put(&mut c, "p", vec![batch(&ids, &data, dim)])
+        .await
+        .expect("put");
+    let local = server.service();
+    let queries = query_batch(&data[..5 * dim], dim);
+    let filtered = json!({"op": "search", "namespace": "p", "shard": 0, "k": 7, "ef": 40,
+        "filter": {"field": "price", "op": "<", "value": 30}, "columns": ["tag"],
+        "include_vectors": true});
+    let mut ef_zero = search_cmd("p", 3);
+    ef_zero["ef"] = json!(0);
+    let mut not_search = search_cmd("p", 3);
+    not_search["op"] = json!("scan");
+    let cmds = [
+        search_cmd("p", 10),
+        filtered,
+        ef_zero,
+        not_search,
+        search_cmd("p", 0),
+        search_cmd("nope", 3),
+    ];
+    for cmd in cmds {
+        let typed: SearchCommand = serde_json::from_value(cmd.clone()).expect("command");
+        let over_flight = search(&mut c, cmd.clone(), queries.clone()).await;
+        let in_process = local.search(typed, queries.clone()).await;
+        match (over_flight, in_process) {
+            (Ok(a), Ok(b)) => {
+                let a = arrow_select::concat::concat_batches(&a[0].schema(), &a).expect("concat");
+                let b = arrow_select::concat::concat_batches(&b[0].schema(), &b).expect("concat");
+                assert!(a.num_rows() > 0, "{cmd}");
+                assert_eq!(a, b, "{cmd}");
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!((a.code(), a.message()), (b.code(), b.message()), "{cmd}");
+            }
+            (a, b) => panic!("{cmd}: over Flight {a:?}, in-process {b:?}"),
+        }
+    }
     server.stop().await;
 }

@@ -86,6 +86,7 @@ pub fn cluster_status(coord: &Coordinator) -> Value {
         nodes.push(json!({
             "id": n.id, "address": n.address, "live": alive, "draining": n.draining,
             "replicas": replicas, "rows": rows,
+            "in_process": coord.shards.is_in_process(&n.address),
         }));
         members.push(json!({
             "ID": format!("shard-{}", n.id),

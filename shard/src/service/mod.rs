@@ -10,13 +10,15 @@ mod streams;
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::StreamExt;
-use longbow_common::shard_api::ACTIONS;
+use longbow_common::in_process::{InProcessShard, SearchFuture};
+use longbow_common::shard_api::{SearchCommand, ACTIONS};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::node::ShardNode;
@@ -65,6 +67,20 @@ pub async fn serve(
         .add_service(ShardService::new(node).into_server())
         .serve_with_incoming_shutdown(longbow_common::net::nodelay_incoming(listener), shutdown)
         .await
+}
+
+/// The coordinator of `longbow local` searches its shard nodes through this, with the code
+/// the DoExchange search runs (the same checks, the same answer).
+impl InProcessShard for ShardService {
+    fn search(&self, cmd: SearchCommand, queries: RecordBatch) -> SearchFuture {
+        let plan = streams::search_plan(self, &cmd);
+        Box::pin(async move {
+            let (replica, params) = plan?;
+            Ok(vec![
+                streams::search_batch(replica, params, queries, 0).await?,
+            ])
+        })
+    }
 }
 
 fn internal_only(what: &str) -> Status {

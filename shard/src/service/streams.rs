@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status, Streaming};
 
 use super::{BoxStream, ShardService, MAX_MESSAGE_BYTES};
-use crate::replica::{Projection, SearchParams};
+use crate::replica::{Projection, Replica, SearchParams};
 
 /// Write batches a single DoPut keeps in flight (pipelining them into group commits).
 const PUT_PIPELINE: usize = 8;
@@ -121,6 +121,41 @@ pub(super) async fn do_exchange(
 ) -> Result<Response<BoxStream<FlightData>>, Status> {
     let (cmd, mut batches) = open_cmd(stream, "DoExchange").await?;
     let cmd: SearchCommand = parse_json("DoExchange descriptor", &cmd).map_err(bad)?;
+    let (replica, params) = search_plan(svc, &cmd)?;
+    let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
+    tokio::spawn(async move {
+        let mut base: u32 = 0;
+        while let Some(item) = batches.next().await {
+            let batch = match item {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(FlightError::Tonic(Box::new(
+                            longbow_common::flight::stream_error(e),
+                        ))))
+                        .await;
+                    return;
+                }
+            };
+            let rows = batch.num_rows() as u32;
+            let out = search_batch(replica.clone(), params.clone(), batch, base)
+                .await
+                .map_err(|s| FlightError::Tonic(Box::new(s)));
+            let stop = out.is_err();
+            if tx.send(out).await.is_err() || stop {
+                return;
+            }
+            base = base.saturating_add(rows);
+        }
+    });
+    Ok(Response::new(encode(ReceiverStream::new(rx), None)))
+}
+
+/// The replica a search command names and its checked parameters.
+pub(super) fn search_plan(
+    svc: &ShardService,
+    cmd: &SearchCommand,
+) -> Result<(Arc<Replica>, Arc<SearchParams>), Status> {
     if cmd.op != "search" {
         return Err(Status::invalid_argument(format!(
             "invalid op: expected \"search\", got \"{}\"",
@@ -139,50 +174,34 @@ pub(super) async fn do_exchange(
         k: cmd.k,
         ef,
         filter,
-        columns: cmd.columns,
+        columns: cmd.columns.clone(),
         include_vectors: cmd.include_vectors,
         allow_missing_columns: cmd.allow_missing_columns,
     });
-    let (tx, rx) = mpsc::channel::<Result<RecordBatch, FlightError>>(4);
-    tokio::spawn(async move {
-        let mut base: u32 = 0;
-        while let Some(item) = batches.next().await {
-            let batch = match item {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(FlightError::Tonic(Box::new(
-                            longbow_common::flight::stream_error(e),
-                        ))))
-                        .await;
-                    return;
-                }
-            };
-            let (r, p) = (replica.clone(), params.clone());
-            let rows = batch.num_rows() as u32;
-            let result = tokio::task::spawn_blocking(move || {
-                let col = batch.column_by_name(columns::VECTOR).ok_or_else(|| {
-                    ContractError::invalid("vector", "column is missing from the query batch")
-                })?;
-                let queries = vectors_from_array(col.as_ref(), None)?;
-                r.search(queries, &p, base)
-            })
-            .await;
-            let out = match result {
-                Ok(Ok(b)) => Ok(b),
-                Ok(Err(e)) => Err(FlightError::Tonic(Box::new(e.to_status()))),
-                Err(e) => Err(FlightError::Tonic(Box::new(Status::internal(
-                    e.to_string(),
-                )))),
-            };
-            let stop = out.is_err();
-            if tx.send(out).await.is_err() || stop {
-                return;
-            }
-            base = base.saturating_add(rows);
-        }
-    });
-    Ok(Response::new(encode(ReceiverStream::new(rx), None)))
+    Ok((replica, params))
+}
+
+/// Search one batch of queries (query ids from `base`) on a blocking thread, off the async
+/// runtime.
+pub(super) async fn search_batch(
+    replica: Arc<Replica>,
+    params: Arc<SearchParams>,
+    batch: RecordBatch,
+    base: u32,
+) -> Result<RecordBatch, Status> {
+    let result = tokio::task::spawn_blocking(move || {
+        let col = batch.column_by_name(columns::VECTOR).ok_or_else(|| {
+            ContractError::invalid("vector", "column is missing from the query batch")
+        })?;
+        let queries = vectors_from_array(col.as_ref(), None)?;
+        replica.search(queries, &params, base)
+    })
+    .await;
+    match result {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(e.to_status()),
+        Err(e) => Err(Status::internal(e.to_string())),
+    }
 }
 
 pub(super) async fn do_get(

@@ -171,6 +171,11 @@ pub async fn start(dir: &std::path::Path) -> Server {
 }
 
 impl Server {
+    /// The same node's service, to call in-process.
+    pub fn service(&self) -> longbow_shard::service::ShardService {
+        longbow_shard::service::ShardService::new(self.node.clone())
+    }
+
     /// Stop serving, then shut the node down (queued writes are committed).
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
