@@ -22,7 +22,9 @@ With `--perf`, `perf record` samples the server process during a further coordin
 and the hottest symbols are printed.
 
 Usage: python3 bench/stages.py [--set minilm-384|clustered-384] [--rows 50000] [--queries 1000]
-                               [--ef 64] [--binary B] [--perf]
+                               [--ef 64] [--binary B] [--baseline B0] [--perf]
+--baseline starts a second build beside the first and interleaves its layers with the
+first's, query by query, so two builds are compared in one run.
 Data: minilm-384 is the real 384-d sentence embeddings in ../shared/data when present;
 otherwise (or with --set clustered-384) --rows clustered synthetic 384-d rows, normalised.
 Needs: pip install numpy pyarrow hnswlib, and the SDK (pip install -e sdk-python)
@@ -31,6 +33,7 @@ Needs: pip install numpy pyarrow hnswlib, and the SDK (pip install -e sdk-python
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -157,6 +160,41 @@ def perf_top(pid: int, run: Callable[[], None], secs: int) -> str:
     return "\n".join(line for line in lines if line.strip() and not line.startswith("#"))
 
 
+def dataset(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """Base rows, queries and a label for the set `args` names."""
+    if args.set == "minilm-384" and SHARED.exists():
+        d = np.load(SHARED).astype(np.float32)
+        return d[:-1000], d[-1000:][: args.queries], "minilm-384 (real)"
+    base, queries = clustered(args.rows, 1_000, 384)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return base, queries[: args.queries], "clustered-384 (synthetic)"
+
+
+def measure(
+    servers: list[tuple[str, Local]], calls: dict[str, Callable[[np.ndarray, int], object]], queries: np.ndarray
+) -> tuple[dict[str, list[float]], dict[str, tuple[float, float]]]:
+    """Milliseconds of every call per query, interleaved; and per server the coordinator's
+    mean fan-out and mean shard-call time (ms) over the pass."""
+    for i, q in enumerate(queries[:50]):  # warm connections and caches
+        for call in calls.values():
+            call(q, i)
+    names = ("longbow_search_fanout_duration_seconds", "longbow_search_replica_duration_seconds")
+    before = {tag: [metric_sums(local.http, n) for n in names] for tag, local in servers}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i, q in enumerate(queries):
+        for name, call in calls.items():
+            t = time.perf_counter()
+            call(q, i)
+            times[name].append((time.perf_counter() - t) * 1000)
+    means = {}
+    for tag, local in servers:
+        after = [metric_sums(local.http, n) for n in names]
+        fan, rep = ((a[0] - b[0]) / max(1.0, a[1] - b[1]) * 1000 for a, b in zip(after, before[tag]))
+        means[tag] = (fan, rep)
+    return times, means
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", default="minilm-384")
@@ -164,17 +202,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=50_000, help="rows of the synthetic set")
     ap.add_argument("--ef", type=int, default=64)
     ap.add_argument("--binary")
+    ap.add_argument("--baseline", help="a second build, measured in the same run, query by query")
     ap.add_argument("--perf", action="store_true")
     args = ap.parse_args()
-    if args.set == "minilm-384" and SHARED.exists():
-        d = np.load(SHARED).astype(np.float32)
-        base, queries, metric, label = d[:-1000], d[-1000:], "cosine", "minilm-384 (real)"
-    else:
-        base, queries = clustered(args.rows, 1_000, 384)
-        base /= np.linalg.norm(base, axis=1, keepdims=True)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        metric, label = "cosine", "clustered-384 (synthetic)"
-    queries = queries[: args.queries]
+    base, queries, label = dataset(args)
     import hnswlib
 
     hnsw = hnswlib.Index(space="cosine", dim=base.shape[1])
@@ -183,43 +214,33 @@ def main() -> None:
     hnsw.set_ef(args.ef)
     hnsw.set_num_threads(1)
 
-    binary = args.binary or build()
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Local(binary, tmp, {})
-        try:
-            load(local, base, metric)
-            calls = layers(local, args.ef, hnsw)
-            for i, q in enumerate(queries[:50]):  # warm connections and caches
-                for call in calls.values():
-                    call(q, i)
-            times: dict[str, list[float]] = {name: [] for name in calls}
-            fan0 = metric_sums(local.http, "longbow_search_fanout_duration_seconds")
-            rep0 = metric_sums(local.http, "longbow_search_replica_duration_seconds")
-            for i, q in enumerate(queries):
-                for name, call in calls.items():
-                    t = time.perf_counter()
-                    call(q, i)
-                    times[name].append((time.perf_counter() - t) * 1000)
-            fan1 = metric_sums(local.http, "longbow_search_fanout_duration_seconds")
-            rep1 = metric_sums(local.http, "longbow_search_replica_duration_seconds")
-            perf = ""
-            if args.perf:
-                coordinator = calls["coordinator"]
-                perf = perf_top(local.proc.pid, lambda: [coordinator(q, i) for i, q in
-                                                         enumerate(np.tile(queries, (5, 1)))], 8)
-        finally:
-            local.stop()
-    # Each coordinator search is two shard calls: per search, fan-out and replica sums come
-    # from the coordinator and SDK passes (both go through it).
-    fanout_ms = (fan1[0] - fan0[0]) / max(1.0, fan1[1] - fan0[1]) * 1000
-    replica_ms = (rep1[0] - rep0[0]) / max(1.0, rep1[1] - rep0[1]) * 1000
+    builds = [("", args.binary or build())] + ([("baseline: ", args.baseline)] if args.baseline else [])
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        servers: list[tuple[str, Local]] = []
+        calls: dict[str, Callable[[np.ndarray, int], object]] = {}
+        for n, (tag, binary) in enumerate(builds):
+            local = Local(binary, f"{tmp}/{n}", {})
+            stack.callback(local.stop)
+            load(local, base, "cosine")
+            servers.append((tag, local))
+            for name, call in layers(local, args.ef, hnsw).items():
+                if not tag or name not in ("flight floor", "hnswlib"):
+                    calls[tag + name] = call
+        times, means = measure(servers, calls, queries)
+        perf = ""
+        if args.perf:
+            coordinator = calls["coordinator"]
+            tiled = np.tile(queries, (5, 1))
+            perf = perf_top(servers[0][1].proc.pid, lambda: [coordinator(q, i) for i, q in enumerate(tiled)], 8)
     lines = [f"{label}, {len(base):,} rows x {base.shape[1]}, {len(queries):,} queries one per call, "
              f"k {K}, ef {args.ef}, longbow local --shards 2; {platform.machine()}, {os.cpu_count()} cores",
              "", "| layer | p50 ms | p99 ms | mean ms |", "|---|---|---|---|"]
     for name, xs in times.items():
         lines.append(f"| {name} | {statistics.median(xs):.3f} | {pct(xs, 99):.3f} | {statistics.fmean(xs):.3f} |")
-    lines += ["", f"coordinator /metrics: mean fan-out {fanout_ms:.3f} ms per search (both shard calls), "
-              f"mean shard call {replica_ms:.3f} ms"]
+    lines.append("")
+    for tag, (fan, rep) in means.items():
+        lines.append(f"{tag}coordinator /metrics: mean fan-out {fan:.3f} ms per search (both shard calls "
+                     f"in parallel), mean shard call {rep:.3f} ms")
     if perf:
         lines += ["", "perf, server process, coordinator passes (self time, symbols >= 1 %):", "```", perf, "```"]
     text = "\n".join(lines)
