@@ -30,6 +30,7 @@ import pyarrow.flight as fl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hnsw_vs_hnswlib import SHARED, clustered, ground_truth, recall  # noqa: E402
+from lifecycle import exchange, put_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -71,12 +72,7 @@ def run_set(name, base, queries, metric, data_uri, meta_uri, m, efc):
     table = pa.table({"id": pa.array(np.arange(n, dtype=np.uint64)), "vector": vectors(base),
                       "group": pa.array(np.arange(n) % 100, type=pa.int64())})
     t0 = time.perf_counter()
-    writer, reader = data.do_put(fl.FlightDescriptor.for_path(name), table.schema)
-    for batch in table.to_batches(max_chunksize=5000):
-        writer.write_batch(batch)
-        reader.read()
-    writer.done_writing()
-    writer.close()
+    put_table(data, name, table)
     acked = time.perf_counter() - t0
     while action(meta, "check_readiness", {"namespace": name})["status"] != "READY":
         time.sleep(0.05)
@@ -87,12 +83,7 @@ def run_set(name, base, queries, metric, data_uri, meta_uri, m, efc):
     for ef in EFS:
         cmd = json.dumps({"op": "search", "namespace": name, "k": K, "ef": ef}).encode()
         t = time.perf_counter()
-        w, r = data.do_exchange(fl.FlightDescriptor.for_command(cmd))
-        w.begin(q.schema)
-        w.write_table(q)
-        w.done_writing()
-        res = r.read_all()
-        w.close()
+        res = exchange(data, cmd, q)
         secs = time.perf_counter() - t
         ids = res.column("id").to_numpy().reshape(len(queries), K)
         rows.append({"ef": ef, "recall": recall(ids, truth), "qps": len(queries) / secs})

@@ -42,7 +42,7 @@ import pyarrow.flight as fl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hnsw_vs_hnswlib import SHARED, clustered  # noqa: E402
-from lifecycle import OUT, build, search_ms  # noqa: E402
+from lifecycle import OUT, build, put_table, search_ms, vector_column  # noqa: E402
 
 NS = "hedge"
 
@@ -91,14 +91,8 @@ class Cluster:
         self.retry("CreateNamespace", {"name": NS, "dim": base.shape[1], "metric": "cosine",
                                        "shards": 1, "replication_factor": 2})
         table = pa.table({"id": pa.array(np.arange(len(base), dtype=np.uint64)),
-                          "vector": pa.FixedSizeListArray.from_arrays(
-                              pa.array(base.ravel(), type=pa.float32()), base.shape[1])})
-        writer, reader = self.data.do_put(fl.FlightDescriptor.for_path(NS), table.schema)
-        for b in table.to_batches(max_chunksize=5000):
-            writer.write_batch(b)
-            reader.read()
-        writer.done_writing()
-        writer.close()
+                          "vector": vector_column(base)})
+        put_table(self.data, NS, table)
 
     def ready(self, limit: float = 1800) -> None:
         deadline = time.perf_counter() + limit

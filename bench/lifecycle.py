@@ -81,18 +81,37 @@ class Local:
         return time.perf_counter() - t
 
     def put(self, ns: str, ids: np.ndarray, vecs: np.ndarray, batch: int = 10_000) -> None:
-        table = pa.table({"id": pa.array(ids.astype(np.uint64)),
-                          "vector": pa.FixedSizeListArray.from_arrays(
-                              pa.array(vecs.ravel(), type=pa.float32()), vecs.shape[1])})
-        writer, reader = self.data.do_put(fl.FlightDescriptor.for_path(ns), table.schema)
-        for b in table.to_batches(max_chunksize=batch):
-            writer.write_batch(b)
-            reader.read()
-        writer.done_writing()
-        writer.close()
+        table = pa.table({"id": pa.array(ids.astype(np.uint64)), "vector": vector_column(vecs)})
+        put_table(self.data, ns, table, batch)
 
     def search_ms(self, ns: str, queries: np.ndarray) -> list[float]:
         return search_ms(self.data, ns, queries)
+
+
+def vector_column(a: np.ndarray) -> pa.FixedSizeListArray:
+    """Rows of `a` (one vector per row, or one 1-D vector) as a float32 vector column."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel(), type=pa.float32()), a.shape[-1])
+
+
+def put_table(data: fl.FlightClient, ns: str, table: pa.Table, batch: int = 5_000) -> None:
+    """One DoPut of `table` into `ns` in batches of `batch` rows, waiting for each ack."""
+    writer, reader = data.do_put(fl.FlightDescriptor.for_path(ns), table.schema)
+    for b in table.to_batches(max_chunksize=batch):
+        writer.write_batch(b)
+        reader.read()
+    writer.done_writing()
+    writer.close()
+
+
+def exchange(data: fl.FlightClient, cmd: bytes, table: pa.Table) -> pa.Table:
+    """One DoExchange with descriptor command `cmd` sending `table`; its answer."""
+    w, r = data.do_exchange(fl.FlightDescriptor.for_command(cmd))
+    w.begin(table.schema)
+    w.write_table(table)
+    w.done_writing()
+    out = r.read_all()
+    w.close()
+    return out
 
 
 def search_ms(data: fl.FlightClient, ns: str, queries: np.ndarray, k: int = 10) -> list[float]:
@@ -100,15 +119,9 @@ def search_ms(data: fl.FlightClient, ns: str, queries: np.ndarray, k: int = 10) 
     cmd = json.dumps({"op": "search", "namespace": ns, "k": k}).encode()
     out = []
     for q in queries:
-        table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(
-            pa.array(q, type=pa.float32()), len(q))})
+        table = pa.table({"vector": vector_column(q)})
         t = time.perf_counter()
-        w, r = data.do_exchange(fl.FlightDescriptor.for_command(cmd))
-        w.begin(table.schema)
-        w.write_table(table)
-        w.done_writing()
-        r.read_all()
-        w.close()
+        exchange(data, cmd, table)
         out.append((time.perf_counter() - t) * 1000)
     return out
 

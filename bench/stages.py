@@ -53,24 +53,11 @@ import pyarrow.flight as fl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hnsw_vs_hnswlib import SHARED, clustered  # noqa: E402
-from lifecycle import OUT, Local, build  # noqa: E402
+from lifecycle import OUT, Local, build, exchange, put_table  # noqa: E402
+from lifecycle import vector_column as vectors  # noqa: E402
 
 K = 10
 NS = "stages"
-
-
-def vectors(a: np.ndarray) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel(), type=pa.float32()), a.shape[-1])
-
-
-def exchange(client: fl.FlightClient, cmd: bytes, table: pa.Table) -> pa.Table:
-    w, r = client.do_exchange(fl.FlightDescriptor.for_command(cmd))
-    w.begin(table.schema)
-    w.write_table(table)
-    w.done_writing()
-    out = r.read_all()
-    w.close()
-    return out
 
 
 def metric_sums(http: str, name: str) -> tuple[float, float]:
@@ -91,12 +78,7 @@ def load(local: Local, base: np.ndarray, metric: str) -> None:
     local.action("CreateNamespace", {"name": NS, "dim": base.shape[1], "metric": metric,
                                      "index": {"m": 16, "ef_construction": 200, "ef_search": 64}})
     table = pa.table({"id": pa.array(np.arange(len(base), dtype=np.uint64)), "vector": vectors(base)})
-    writer, reader = local.data.do_put(fl.FlightDescriptor.for_path(NS), table.schema)
-    for batch in table.to_batches(max_chunksize=5000):
-        writer.write_batch(batch)
-        reader.read()
-    writer.done_writing()
-    writer.close()
+    put_table(local.data, NS, table)
     local.wait_ready(NS)
 
 
