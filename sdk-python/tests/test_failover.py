@@ -136,3 +136,35 @@ def test_a_client_outlives_the_kill_of_its_coordinator_and_loses_no_acknowledged
         client.create_namespace("failover_after", 8)
         assert {"failover", "failover_after"} <= {ns.name for ns in client.list_namespaces()}
         assert len(client.get("failover", list(range(600)), include_vectors=False)) == 600
+
+
+def test_a_retryable_failure_is_tried_retries_plus_one_times_and_a_refusal_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)  # the backoff, not under test
+    data, meta = _free_ports(2)
+    with LongbowClient("127.0.0.1", data, meta, retries=3) as client:
+        attempts: list[int] = []
+
+        def failing(_conn: object) -> None:
+            attempts.append(1)
+            raise LongbowConnectionError("gone")
+
+        with pytest.raises(LongbowConnectionError):
+            client._call(failing)
+        assert len(attempts) == 4, "the first attempt and three retries"
+
+        attempts.clear()
+
+        def refused(_conn: object) -> None:
+            attempts.append(1)
+            raise LongbowValidationError("bad")
+
+        with pytest.raises(LongbowValidationError):
+            client._call(refused)
+        assert len(attempts) == 1, "a non-retryable error is not sent again"
+
+        attempts.clear()
+        with pytest.raises(LongbowConnectionError):
+            client._call(failing, idempotent=False)
+        assert len(attempts) == 1, "a call that may have been applied is not resent"
