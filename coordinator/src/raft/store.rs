@@ -457,6 +457,22 @@ mod tests {
     use super::*;
     use crate::catalog::CatalogCommand;
 
+    /// `open`, waiting (bounded) for the sled lock a store dropped just before may still
+    /// hold: sled's flusher thread lets it go a moment after the drop.
+    fn reopen(dir: &Path) -> (LogStore, StateMachine) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match open(dir) {
+                Ok(opened) => return opened,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    assert!(std::time::Instant::now() < deadline, "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        }
+    }
+
     /// A store written before snapshots (the whole state machine in tree `sm`) opens with
     /// its catalog, which moves into the first snapshot file.
     #[test]
@@ -480,7 +496,7 @@ mod tests {
             db.flush().expect("flush");
         }
         for _ in 0..2 {
-            let (_, machine) = open(tmp.path()).expect("open");
+            let (_, machine) = reopen(tmp.path());
             assert_eq!(machine.last_applied.map(|l| l.index), Some(7));
             assert_eq!(machine.catalog.read().nodes[&1].address, "127.0.0.1:1");
             let stored = machine.snapshots.latest.read().clone().expect("snapshot");
