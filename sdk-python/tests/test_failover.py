@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,22 +146,21 @@ def test_a_retryable_failure_is_tried_retries_plus_one_times_and_a_refusal_once(
     with LongbowClient("127.0.0.1", data, meta, retries=3) as client:
         attempts: list[int] = []
 
-        def failing(_conn: object) -> None:
-            attempts.append(1)
-            raise LongbowConnectionError("gone")
+        def raising(error: Exception) -> Callable[[object], None]:
+            def call(_conn: object) -> None:
+                attempts.append(1)
+                raise error
 
+            return call
+
+        failing = raising(LongbowConnectionError("gone"))
         with pytest.raises(LongbowConnectionError):
             client._call(failing)
         assert len(attempts) == 4, "the first attempt and three retries"
 
         attempts.clear()
-
-        def refused(_conn: object) -> None:
-            attempts.append(1)
-            raise LongbowValidationError("bad")
-
         with pytest.raises(LongbowValidationError):
-            client._call(refused)
+            client._call(raising(LongbowValidationError("bad")))
         assert len(attempts) == 1, "a non-retryable error is not sent again"
 
         attempts.clear()
