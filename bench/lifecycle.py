@@ -93,13 +93,24 @@ def vector_column(a: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel(), type=pa.float32()), a.shape[-1])
 
 
-def put_table(data: fl.FlightClient, ns: str, table: pa.Table, batch: int = 5_000) -> None:
-    """One DoPut of `table` into `ns` in batches of `batch` rows, waiting for each ack."""
+def put_table(data: fl.FlightClient, ns: str, table: pa.Table, batch: int = 5_000,
+              window: int = 1) -> None:
+    """One DoPut of `table` into `ns` in batches of `batch` rows, at most `window` sent ahead
+    of their acks (1: wait for each ack before sending the next batch)."""
     writer, reader = data.do_put(fl.FlightDescriptor.for_path(ns), table.schema)
+    sent = acked = 0
     for b in table.to_batches(max_chunksize=batch):
         writer.write_batch(b)
-        reader.read()
+        sent += 1
+        while sent - acked >= window:
+            if reader.read() is None:
+                raise RuntimeError("the server ended the DoPut stream early")
+            acked += 1
     writer.done_writing()
+    while acked < sent:
+        if reader.read() is None:
+            raise RuntimeError("the server ended the DoPut stream early")
+        acked += 1
     writer.close()
 
 

@@ -19,6 +19,7 @@ pub mod model;
 pub mod net;
 pub mod payload_schema;
 pub mod process;
+pub mod put_pipeline;
 pub mod replication_api;
 pub mod request;
 pub mod shard_api;

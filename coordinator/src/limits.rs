@@ -1,6 +1,7 @@
 //! The limits every shard call shares, as tower layers: the coordinator-wide budget of
 //! calls in flight (`--inflight-budget`, a concurrency limit over one semaphore) and the
-//! deadline of one call (`--request-timeout-secs`, a timeout).
+//! deadline of one call (`--request-timeout-secs`, a timeout). A write on a long-lived
+//! write stream takes its place in the same budget ([`ShardCallLimits::place`]).
 //!
 //! This module only bounds calls; it never retries one or picks where it goes (that is
 //! [`crate::targets`] and [`crate::hedging`]).
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::limit::ConcurrencyLimit;
 use tower::timeout::Timeout;
 use tower::{Service, ServiceExt};
@@ -43,18 +44,38 @@ impl<'a, T> Service<Call<'a, T>> for Run {
 #[derive(Clone)]
 pub struct ShardCallLimits {
     service: Timeout<ConcurrencyLimit<Run>>,
+    /// The budget `service` draws on, for calls driven outside it ([`ShardCallLimits::place`]).
+    budget: Arc<Semaphore>,
     deadline: Duration,
 }
 
 impl ShardCallLimits {
     /// At most `budget` calls in flight at once, each within `deadline`.
     pub fn new(budget: usize, deadline: Duration) -> ShardCallLimits {
-        let limited =
-            ConcurrencyLimit::with_semaphore(Run, Arc::new(Semaphore::new(budget.max(1))));
+        let budget = Arc::new(Semaphore::new(budget.max(1)));
+        let limited = ConcurrencyLimit::with_semaphore(Run, budget.clone());
         ShardCallLimits {
             service: Timeout::new(limited, deadline),
+            budget,
             deadline,
         }
+    }
+
+    /// The deadline of one call.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// A place in the budget for a call the caller drives itself (one write on a long-lived
+    /// write stream), held until the permit drops; the caller keeps to [`Self::deadline`].
+    /// A place not free within the deadline is OVERLOADED (retryable).
+    pub async fn place(&self) -> Result<OwnedSemaphorePermit> {
+        tokio::time::timeout(self.deadline, self.budget.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                CoordinatorError::Overloaded("too many shard calls in flight; retry later".into())
+            })?
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))
     }
 
     /// Run `call` holding a place in the budget, within the deadline. A place not free
@@ -156,6 +177,23 @@ mod tests {
             call.await.expect("join").expect("call");
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_place_counts_against_the_budget_of_calls() {
+        let limits = ShardCallLimits::new(1, Duration::from_secs(1));
+        let place = limits.place().await.expect("a free place");
+        let out = limits.run(async { Ok(()) }).await;
+        assert!(
+            matches!(out, Err(CoordinatorError::Overloaded(_))),
+            "{out:?}"
+        );
+        drop(place);
+        limits
+            .run(async { Ok(()) })
+            .await
+            .expect("the place is free again");
+        let _again = limits.place().await.expect("a free place");
     }
 
     #[tokio::test]

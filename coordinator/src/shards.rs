@@ -14,6 +14,7 @@ use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, Ticket};
+use arrow_schema::SchemaRef;
 use futures::{StreamExt, TryStreamExt};
 use longbow_common::channels::Channels;
 use longbow_common::in_process::InProcessShard;
@@ -21,12 +22,46 @@ use longbow_common::shard_api::{SearchCommand, ShardTicket, WriteAck, WriteComma
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{CoordinatorError, Result};
 use crate::node::ShardTarget;
 
 /// Largest message exchanged with shards.
 const MAX_MESSAGE_BYTES: usize = longbow_common::channels::MAX_MESSAGE_BYTES;
+
+/// Batches a write stream buffers before the shard reads them.
+const WRITE_SESSION_BUFFER: usize = 4;
+
+/// A long-lived write stream to one shard primary ([`ShardClients::open_write`]).
+pub struct WriteSession {
+    /// Where it goes.
+    pub to: ShardTarget,
+    schema: SchemaRef,
+    tx: mpsc::Sender<RecordBatch>,
+    acks: futures::stream::BoxStream<'static, Result<WriteAck>>,
+}
+
+impl WriteSession {
+    /// The schema every batch on this stream has.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Queue `batch` (of [`Self::schema`]) after the batches sent before it.
+    pub async fn send(&mut self, batch: RecordBatch) -> Result<()> {
+        self.tx.send(batch).await.map_err(|_| {
+            CoordinatorError::Unavailable(format!("{}: the write stream closed", self.to))
+        })
+    }
+
+    /// The next acknowledgement, in the order batches were sent; `None` once the shard
+    /// ended the stream.
+    pub async fn next_ack(&mut self) -> Option<Result<WriteAck>> {
+        self.acks.next().await
+    }
+}
 
 /// Pooled connections to shard nodes, and the shard nodes of this process by address.
 #[derive(Default)]
@@ -124,6 +159,50 @@ impl ShardClients {
             .map_err(|e| shard_err(to, e))?;
         serde_json::from_slice(&first.app_metadata)
             .map_err(|e| CoordinatorError::Internal(format!("shard ack: {e}")))
+    }
+
+    /// Open a long-lived write stream to a shard's primary at `epoch` for batches of
+    /// `schema`: batches sent on it are stored in the order sent and acknowledged in that
+    /// order, each once durable on every in-sync replica.
+    pub async fn open_write(
+        &self,
+        to: &ShardTarget,
+        epoch: u64,
+        schema: SchemaRef,
+    ) -> Result<WriteSession> {
+        let mut c = self.client(to)?;
+        let cmd = WriteCommand {
+            op: "write".into(),
+            namespace: to.namespace.clone(),
+            shard: to.shard,
+            epoch: Some(epoch),
+        };
+        let cmd =
+            serde_json::to_vec(&cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<RecordBatch>(WRITE_SESSION_BUFFER);
+        // The schema message goes first, with the descriptor, so the shard answers at once.
+        let data = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
+            .with_schema(schema.clone())
+            .build(ReceiverStream::new(rx).map(Ok));
+        let target = to.clone();
+        let acks = c
+            .do_put(data)
+            .await
+            .map_err(|e| shard_err(to, e))?
+            .map(move |r| {
+                let ack = r.map_err(|e| shard_err(&target, e))?;
+                serde_json::from_slice::<WriteAck>(&ack.app_metadata)
+                    .map_err(|e| CoordinatorError::Internal(format!("shard ack: {e}")))
+            })
+            .boxed();
+        Ok(WriteSession {
+            to: to.clone(),
+            schema,
+            tx,
+            acks,
+        })
     }
 
     /// Search one replica with a batch of queries.

@@ -52,6 +52,15 @@ impl Consistency {
     }
 }
 
+/// A shard's primary as the catalog says now.
+pub(crate) enum PrimaryNow {
+    /// Live: call it with this epoch.
+    Live(ShardTarget, u64),
+    /// Not callable at the moment (down while a backup takes over, or not registered yet);
+    /// the error says why, and a retry may find the new primary.
+    Unreachable(CoordinatorError),
+}
+
 /// Rotates reads over in-sync members.
 static NEXT_READ: AtomicUsize = AtomicUsize::new(0);
 
@@ -96,6 +105,36 @@ impl Coordinator {
         }
     }
 
+    /// Where a write to shard `shard` of namespace `name` goes now. An error means no
+    /// retry can help (no such shard, or its primary is down with no in-sync backup live).
+    pub(crate) fn primary_now(&self, name: &str, shard: u32) -> Result<PrimaryNow> {
+        let meta = self.namespace(name)?;
+        let set = meta.placement.get(shard as usize).ok_or_else(|| {
+            CoordinatorError::Internal(format!("namespace {name} has no shard {shard}"))
+        })?;
+        if self.is_live(set.primary) {
+            return Ok(match self.member_addr(&meta, shard, set.primary) {
+                Ok(to) => PrimaryNow::Live(to, set.epoch),
+                Err(e) => PrimaryNow::Unreachable(e),
+            });
+        }
+        if set
+            .in_sync()
+            .iter()
+            .any(|n| *n != set.primary && self.is_live(*n))
+        {
+            return Ok(PrimaryNow::Unreachable(CoordinatorError::Unavailable(format!(
+                "namespace '{name}' shard {shard} on node {}: the node is down; an in-sync backup takes over",
+                set.primary
+            ))));
+        }
+        // Nothing can take over: say so at once.
+        Err(CoordinatorError::Unavailable(format!(
+            "namespace '{name}' shard {shard} on node {}: the node is down and no in-sync backup is live",
+            set.primary
+        )))
+    }
+
     /// Run `call(target, epoch)` on the primary of shard `shard` of namespace `name`,
     /// retrying retryable failures against the catalog's current primary until the request
     /// deadline.
@@ -107,30 +146,9 @@ impl Coordinator {
         let deadline = Instant::now() + self.config.request_timeout;
         let mut delay = Duration::from_millis(50);
         loop {
-            let meta = self.namespace(name)?;
-            let set = meta.placement.get(shard as usize).ok_or_else(|| {
-                CoordinatorError::Internal(format!("namespace {name} has no shard {shard}"))
-            })?;
-            let attempt = if self.is_live(set.primary) {
-                match self.member_addr(&meta, shard, set.primary) {
-                    Ok(to) => self.unless_dead(&to.clone(), call(to, set.epoch)).await,
-                    Err(e) => Err(e),
-                }
-            } else if set
-                .in_sync()
-                .iter()
-                .any(|n| *n != set.primary && self.is_live(*n))
-            {
-                Err(CoordinatorError::Unavailable(format!(
-                    "namespace '{name}' shard {shard} on node {}: the node is down; an in-sync backup takes over",
-                    set.primary
-                )))
-            } else {
-                // Nothing can take over: say so at once.
-                return Err(CoordinatorError::Unavailable(format!(
-                    "namespace '{name}' shard {shard} on node {}: the node is down and no in-sync backup is live",
-                    set.primary
-                )));
+            let attempt = match self.primary_now(name, shard)? {
+                PrimaryNow::Live(to, epoch) => self.unless_dead(&to.clone(), call(to, epoch)).await,
+                PrimaryNow::Unreachable(e) => Err(e),
             };
             match attempt {
                 Ok(v) => return Ok(v),
@@ -251,6 +269,6 @@ impl Coordinator {
 
 /// Whether a failed write may go to the (possibly new) primary again: the replica set is
 /// changing or the primary is unreachable. A full disk or back-pressure is answered at once.
-fn retry_write(e: &CoordinatorError) -> bool {
+pub(crate) fn retry_write(e: &CoordinatorError) -> bool {
     e.retryable() && !matches!(e.error_code(), "disk_full" | "overloaded")
 }

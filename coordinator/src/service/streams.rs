@@ -7,8 +7,10 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::{FlightData, FlightDescriptor, PutResult, Ticket};
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use longbow_common::flight::{open_stream, stream_error, RequestBatches};
+use longbow_common::put_pipeline::{self, PutStage};
 use longbow_common::{ContractError, ErrorExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use super::actions::query_batch;
 use super::requests::{self, SearchBody};
 use super::{exchange, longbow, BoxStream, MAX_MESSAGE_BYTES};
 use crate::error::CoordinatorError;
+use crate::ingest::IngestStream;
 use crate::node::Coordinator;
 use crate::reads::{GetRecords, ScanRecords};
 use crate::search::Columns;
@@ -65,34 +68,48 @@ fn put_namespace(desc: &FlightDescriptor) -> Result<String, Status> {
 /// What one acknowledged batch of an ingest stream says.
 type Ack = fn(batch: u64, rows: u64) -> serde_json::Value;
 
+/// Client batches an ingest stream keeps unacknowledged at once (checked, sent, or waiting
+/// for their shards).
+const INGEST_WINDOW: usize = 8;
+
+/// A client's ingest stream as a DoPut pipeline stage.
+struct ClientIngest {
+    stream: IngestStream,
+    ack: Ack,
+}
+
+impl PutStage for ClientIngest {
+    type Ack = Vec<u8>;
+
+    async fn start(
+        &mut self,
+        n: u64,
+        batch: RecordBatch,
+    ) -> Result<BoxFuture<'static, Result<Vec<u8>, Status>>, Status> {
+        let write = self.stream.submit(batch).await.map_err(|e| e.to_status())?;
+        let ack = self.ack;
+        Ok(Box::pin(async move {
+            let rows = write.durable().await.map_err(|e| e.to_status())?;
+            Ok(ack(n, rows).to_string().into_bytes())
+        }))
+    }
+}
+
 /// Write each batch of `batches` to `namespace`, acknowledging each once durable with
-/// `ack(batch_number, rows)`; the first error ends the stream.
+/// `ack(batch_number, rows)`, in stream order, while later batches are already on their way;
+/// the first error ends the stream.
 pub(super) fn ingest_stream(
     coord: &Arc<Coordinator>,
     namespace: String,
-    mut batches: RequestBatches,
+    batches: RequestBatches,
     ack: Ack,
 ) -> mpsc::Receiver<Result<Vec<u8>, Status>> {
-    let coord = coord.clone();
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, Status>>(4);
-    tokio::spawn(async move {
-        let mut n = 0u64;
-        while let Some(item) = batches.next().await {
-            let res = match item {
-                Ok(batch) => coord
-                    .put_batch(&namespace, batch)
-                    .await
-                    .map(|rows| ack(n, rows).to_string().into_bytes())
-                    .map_err(|e| e.to_status()),
-                Err(e) => Err(stream_error(e)),
-            };
-            n += 1;
-            let failed = res.is_err();
-            if tx.send(res).await.is_err() || failed {
-                return;
-            }
-        }
-    });
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, Status>>(INGEST_WINDOW);
+    let stage = ClientIngest {
+        stream: IngestStream::new(coord.clone(), namespace),
+        ack,
+    };
+    tokio::spawn(put_pipeline::run(stage, batches, INGEST_WINDOW, tx));
     rx
 }
 

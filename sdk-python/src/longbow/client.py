@@ -52,6 +52,9 @@ Columns = list[str] | Literal["*"] | None
 #: attempt runs outside tenacity, so its loop waits from the second retry on.
 _FIRST_BACKOFF = wait_exponential_jitter(multiplier=0.05, max=2.0)
 _LATER_BACKOFF = wait_exponential_jitter(multiplier=0.1, max=2.0)
+#: Batches one write stream sends ahead of their acknowledgements (the server keeps as many in
+#: flight); a failed stream resumes from the first unacknowledged batch.
+_PUT_WINDOW = 8
 #: Which replica of each shard answers a search: any in-sync one (the default) or the primary.
 Consistency = Literal["any", "primary"]
 
@@ -415,7 +418,8 @@ class LongbowClient:
             return rows + sum(pool.map(lambda g: self._put(namespace, g, bar), groups))
 
     def _put(self, namespace: str, chunks: list[pa.RecordBatch], bar: Progress) -> int:
-        """Stream `chunks`; on a retryable failure resume from the first unacknowledged one."""
+        """Stream `chunks`, up to `_PUT_WINDOW` ahead of their acknowledgements; on a
+        retryable failure resume from the first unacknowledged one."""
         acked = 0
         rows = 0
 
@@ -425,17 +429,31 @@ class LongbowClient:
                 return
             descriptor = flight.FlightDescriptor.for_path(namespace)
             writer, reader = conn.data.do_put(descriptor, chunks[acked].schema, self._options)
+
+            def read_ack() -> bool:
+                nonlocal acked, rows
+                ack = reader.read()
+                if ack is None:
+                    return False  # the server ended the stream: close() raises its error
+                n = int(json.loads(ack.to_pybytes())["rows"])
+                rows += n
+                acked += 1
+                bar.update(n)
+                return True
+
             try:
+                sent = acked
+                ended = False
                 for b in chunks[acked:]:
                     writer.write_batch(b)
-                    ack = reader.read()
-                    if ack is None:
-                        break  # the server ended the stream: close() raises its error
-                    n = int(json.loads(ack.to_pybytes())["rows"])
-                    rows += n
-                    acked += 1
-                    bar.update(n)
-                writer.done_writing()
+                    sent += 1
+                    if sent - acked > _PUT_WINDOW and not read_ack():
+                        ended = True
+                        break
+                if not ended:
+                    writer.done_writing()
+                    while acked < sent and read_ack():
+                        pass
             finally:
                 writer.close()
             if acked < len(chunks):

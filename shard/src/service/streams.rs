@@ -1,16 +1,17 @@
 //! Streaming calls: DoPut (writes, acknowledged per batch once durable), DoExchange (batched
 //! search) and DoGet (get by ids, scan).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightData, PutResult, Ticket};
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use longbow_common::flight::RequestBatches;
 use longbow_common::model::{validate_ef, validate_k};
+use longbow_common::put_pipeline::{self, PutStage};
 use longbow_common::shard_api::{parse_json, SearchCommand, ShardTicket, WriteAck, WriteCommand};
 use longbow_common::vectors::vectors_from_array;
 use longbow_common::{columns, ContractError, ErrorExt, Filter, IdValue};
@@ -49,11 +50,41 @@ fn encode(
     builder.build(batches).map_err(Status::from).boxed()
 }
 
+/// A DoPut's batches, queued on one replica's WAL in stream order.
+struct ReplicaPut {
+    replica: Arc<Replica>,
+    epoch: Option<u64>,
+}
+
+impl PutStage for ReplicaPut {
+    type Ack = PutResult;
+
+    async fn start(
+        &mut self,
+        _n: u64,
+        batch: RecordBatch,
+    ) -> Result<BoxFuture<'static, Result<PutResult, Status>>, Status> {
+        // Queued in stream order; durability is awaited in that order too.
+        let pending = self.replica.enqueue_upsert(&batch, self.epoch).await?;
+        let durable = tokio::spawn(pending.wait());
+        Ok(Box::pin(async move {
+            let (lsn, rows) = durable
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+            let body = serde_json::to_vec(&WriteAck { rows, lsn })
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(PutResult {
+                app_metadata: body.into(),
+            })
+        }))
+    }
+}
+
 pub(super) async fn do_put(
     svc: &ShardService,
     stream: Streaming<FlightData>,
 ) -> Result<Response<BoxStream<PutResult>>, Status> {
-    let (cmd, mut batches) = open_cmd(stream, "DoPut").await?;
+    let (cmd, batches) = open_cmd(stream, "DoPut").await?;
     let cmd: WriteCommand = parse_json("DoPut descriptor", &cmd).map_err(bad)?;
     if cmd.op != "write" {
         return Err(Status::invalid_argument(format!(
@@ -61,57 +92,12 @@ pub(super) async fn do_put(
             cmd.op
         )));
     }
-    let replica = svc.replica(&cmd.namespace, cmd.shard)?;
+    let stage = ReplicaPut {
+        replica: svc.replica(&cmd.namespace, cmd.shard)?,
+        epoch: cmd.epoch,
+    };
     let (tx, rx) = mpsc::channel::<Result<PutResult, Status>>(PUT_PIPELINE * 2);
-    tokio::spawn(async move {
-        let mut inflight: VecDeque<tokio::task::JoinHandle<_>> = VecDeque::new();
-        let mut input_done = false;
-        let ack = |r: Result<Result<(u64, u64), crate::ShardError>, tokio::task::JoinError>| -> Result<PutResult, Status> {
-            let (lsn, rows) = r.map_err(|e| Status::internal(e.to_string()))??;
-            let body = serde_json::to_vec(&WriteAck { rows, lsn }).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(PutResult { app_metadata: body.into() })
-        };
-        loop {
-            tokio::select! {
-                biased;
-                done = async { inflight.front_mut().expect("guarded by the branch condition").await }, if !inflight.is_empty() => {
-                    inflight.pop_front();
-                    let res = ack(done);
-                    let failed = res.is_err();
-                    if tx.send(res).await.is_err() || failed {
-                        return;
-                    }
-                }
-                item = batches.next(), if !input_done && inflight.len() < PUT_PIPELINE => match item {
-                    Some(Ok(batch)) => match replica.enqueue_upsert(&batch, cmd.epoch).await {
-                        // Queued in stream order; durability is awaited in that order too.
-                        Ok(pending) => inflight.push_back(tokio::spawn(pending.wait())),
-                        Err(e) => {
-                            while let Some(h) = inflight.pop_front() {
-                                if tx.send(ack(h.await)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
-                        }
-                    },
-                    Some(Err(e)) => {
-                        // Acknowledge what was already accepted, then report the bad input.
-                        while let Some(h) = inflight.pop_front() {
-                            if tx.send(ack(h.await)).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = tx.send(Err(longbow_common::flight::stream_error(e))).await;
-                        return;
-                    }
-                    None => input_done = true,
-                },
-                else => return,
-            }
-        }
-    });
+    tokio::spawn(put_pipeline::run(stage, batches, PUT_PIPELINE, tx));
     Ok(Response::new(ReceiverStream::new(rx).boxed()))
 }
 

@@ -2,6 +2,10 @@
 //! schema, split the batch by shard and write each part to its primary. A batch is
 //! acknowledged once every part is durable.
 //!
+//! An ingest stream ([`IngestStream`]) keeps many batches in flight: each shard's parts go,
+//! in stream order, down one long-lived write stream to its primary (a [`lane`]), so the
+//! order of writes to every id is the order the client sent them.
+//!
 //! A refused batch changes nothing: every check (ids, vector column and metadata, dimension,
 //! nulls, NaN and infinity, payload names and types) runs on the whole batch, off the async
 //! runtime, before a namespace is created or any part reaches a shard. Only a shard failing
@@ -23,6 +27,11 @@ use crate::error::{CoordinatorError, Result};
 use crate::namespaces::{payload_of, CreateNamespaceRequest, Settlement};
 use crate::node::Coordinator;
 use crate::routing;
+
+mod lane;
+mod stream;
+
+pub use stream::IngestStream;
 
 /// What a batch is checked against: an existing namespace, or the one its first batch
 /// creates or settles.
@@ -54,6 +63,14 @@ impl Target {
             payload: PayloadSchema::default(),
         }
     }
+}
+
+/// A checked client batch, split into its shards' parts.
+pub(crate) struct Routed {
+    /// Rows in the batch.
+    pub rows: u64,
+    /// Each shard's part (shards without rows have none).
+    pub parts: Vec<(u32, RecordBatch)>,
 }
 
 /// A batch that passed every check, split by shard.
@@ -155,13 +172,16 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Internal(format!("batch check task: {e}")))?
     }
 
-    /// Write one client batch to namespace `name`, creating it from the batch when unknown
-    /// (dim from the vector column, metric from schema metadata `longbow.metric`, default l2,
-    /// id type from the id column) or settling it when only declared. Returns the row count
-    /// once every part is durable.
-    pub async fn put_batch(&self, name: &str, batch: RecordBatch) -> Result<u64> {
+    /// Check one client batch for namespace `name` and split it by shard, creating the
+    /// namespace from the batch when unknown (dim from the vector column, metric from schema
+    /// metadata `longbow.metric`, default l2, id type from the id column), settling it when
+    /// only declared, and storing the payload columns it adds.
+    pub(crate) async fn route_batch(&self, name: &str, batch: RecordBatch) -> Result<Routed> {
         if batch.num_rows() == 0 {
-            return Ok(0);
+            return Ok(Routed {
+                rows: 0,
+                parts: Vec::new(),
+            });
         }
         let existing = self.namespace_now(name).await.ok();
         let (meta, first) = match existing {
@@ -183,7 +203,10 @@ impl Coordinator {
         if prepared.grows {
             prepared = self.grow_schema(name, &batch).await?;
         }
-        self.write_parts(&meta, prepared).await
+        Ok(Routed {
+            rows: prepared.rows,
+            parts: prepared.parts,
+        })
     }
 
     /// Check `batch` against the newest schema and store the columns it adds. The change is
@@ -257,30 +280,6 @@ impl Coordinator {
         };
         let meta = self.settle_namespace(&declared.name, &s).await?;
         Ok((meta, Some(checked)))
-    }
-
-    /// Send each part to its shard's primary; all durable, or an error saying what was stored.
-    async fn write_parts(&self, meta: &NamespaceMeta, prepared: Prepared) -> Result<u64> {
-        let writes = prepared.parts.into_iter().map(|(shard, part)| async move {
-            self.on_primary(&meta.name, shard, |to, epoch| {
-                let part = part.clone();
-                async move { self.bounded(self.shards.write(&to, part, epoch)).await }
-            })
-            .await
-        });
-        let results = futures::future::join_all(writes).await;
-        let stored = results.iter().filter(|r| r.is_ok()).count();
-        if let Some(failed) = results.into_iter().find_map(|r| r.err()) {
-            if stored == 0 {
-                return Err(failed);
-            }
-            return Err(CoordinatorError::PartialWrite {
-                stored,
-                failed: Box::new(failed),
-            });
-        }
-        self.metrics.ingest_rows.inc_by(prepared.rows);
-        Ok(prepared.rows)
     }
 }
 
