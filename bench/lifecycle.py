@@ -88,6 +88,14 @@ class Local:
         return search_ms(self.data, ns, queries)
 
 
+def write_report(name: str, lines: list[str]) -> None:
+    """Print a report and keep it as bench/out/`name`."""
+    text = "\n".join(lines)
+    print(text)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / name).write_text(text + "\n")
+
+
 def vector_column(a: np.ndarray) -> pa.FixedSizeListArray:
     """Rows of `a` (one vector per row, or one 1-D vector) as a float32 vector column."""
     return pa.FixedSizeListArray.from_arrays(pa.array(a.ravel(), type=pa.float32()), a.shape[-1])

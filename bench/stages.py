@@ -53,7 +53,7 @@ import pyarrow.flight as fl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hnsw_vs_hnswlib import SHARED, clustered  # noqa: E402
-from lifecycle import OUT, Local, build, exchange, put_table  # noqa: E402
+from lifecycle import Local, build, exchange, put_table, write_report  # noqa: E402
 from lifecycle import vector_column as vectors  # noqa: E402
 
 K = 10
@@ -225,10 +225,7 @@ def main() -> None:
                      f"in parallel), mean shard call {rep:.3f} ms")
     if perf:
         lines += ["", "perf, server process, coordinator passes (self time, symbols >= 1 %):", "```", perf, "```"]
-    text = "\n".join(lines)
-    print(text)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "stages.md").write_text(text + "\n")
+    write_report("stages.md", lines)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,12 @@ pub(crate) struct StorageArgs {
     #[arg(long, env = "LONGBOW_BACKGROUND_THREADS", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub(crate) background_threads: u64,
+    /// Scheduling priority (nice, 0..=19) of the threads that link rows into graphs: higher
+    /// yields the cores to searches and writes while they are busy. 0 runs indexing at
+    /// normal priority.
+    #[arg(long, env = "LONGBOW_INDEX_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub(crate) index_nice: i32,
     /// Distance kernels: `auto` (the best this CPU runs), `avx512f`, `avx2+fma` or `scalar`.
     /// A set this CPU cannot run stops start-up with an error.
     #[arg(long, env = "LONGBOW_SIMD", default_value = "auto",

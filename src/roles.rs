@@ -145,6 +145,12 @@ async fn start_shard(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ShardHandle> {
     longbow_shard::distance::select(&storage.simd)?;
+    if let Err(now) = longbow_shard::cpu_pools::set_index_nice(storage.index_nice) {
+        anyhow::bail!(
+            "--index-nice {}: this process's indexing threads already run at nice {now}",
+            storage.index_nice
+        );
+    }
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         replica: replica_settings(storage),

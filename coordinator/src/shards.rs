@@ -136,29 +136,12 @@ impl ShardClients {
         batch: RecordBatch,
         epoch: u64,
     ) -> Result<WriteAck> {
-        let mut c = self.client(to)?;
-        let cmd = WriteCommand {
-            op: "write".into(),
-            namespace: to.namespace.clone(),
-            shard: to.shard,
-            epoch: Some(epoch),
-        };
-        let cmd =
-            serde_json::to_vec(&cmd).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-        let data = FlightDataEncoderBuilder::new()
-            .with_max_flight_data_size(MAX_MESSAGE_BYTES / 2)
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd)))
-            .build(futures::stream::iter([Ok(batch)]));
-        let mut results = c.do_put(data).await.map_err(|e| shard_err(to, e))?;
-        let first = results
-            .next()
-            .await
-            .ok_or_else(|| {
-                CoordinatorError::Unavailable(format!("{to} closed the write without an ack"))
-            })?
-            .map_err(|e| shard_err(to, e))?;
-        serde_json::from_slice(&first.app_metadata)
-            .map_err(|e| CoordinatorError::Internal(format!("shard ack: {e}")))
+        let WriteSession { tx, mut acks, .. } = self.open_write(to, epoch, batch.schema()).await?;
+        let closed =
+            || CoordinatorError::Unavailable(format!("{to} closed the write without an ack"));
+        tx.send(batch).await.map_err(|_| closed())?;
+        drop(tx); // the end of the request stream
+        acks.next().await.ok_or_else(closed)?
     }
 
     /// Open a long-lived write stream to a shard's primary at `epoch` for batches of

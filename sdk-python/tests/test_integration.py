@@ -232,3 +232,19 @@ def test_a_replicated_namespace_answers_from_any_in_sync_replica_or_from_the_pri
     with pytest.raises(LongbowValidationError, match="consistency"):
         client.search("replicated", [7.0, 1.0, 0.0, 1.0], consistency="nearest")  # type: ignore[arg-type]
     client.delete_namespace("replicated")
+
+
+def test_one_insert_sends_batches_ahead_and_the_server_applies_them_in_order(
+    client: LongbowClient,
+) -> None:
+    # 20 batches of the same 50 ids, sent up to 8 ahead of their acknowledgements: every id
+    # ends with the last batch's version, and every batch counts once.
+    client.create_namespace("ordered", DIM, shards=2)
+    v = vecs(50, 3)
+    rounds = 20
+    rows = [{"id": i, "vector": v[i].tolist(), "round": r} for r in range(rounds) for i in range(50)]
+    assert client.insert("ordered", rows, batch_size=50) == 50 * rounds
+    got = client.get("ordered", list(range(50)))
+    assert sorted(r.id for r in got) == list(range(50))
+    assert {r.metadata["round"] for r in got} == {rounds - 1}
+    assert client.get_info("ordered").count == 50

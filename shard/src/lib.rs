@@ -7,10 +7,12 @@
 //! that calls other nodes) → [`node`] (the set of replicas in a data directory) →
 //! [`service`] (the Flight API).
 //! [`storage`] holds the files of sealed segments and the manifest; the replica decides when
-//! to write them; [`workers`] are the shared thread pools every replica's jobs run on.
+//! to write them; [`workers`] are the shared thread pools every replica's jobs run on, and
+//! [`cpu_pools`] the rayon pools searches and indexing fan out on.
 //! Each layer only calls the one below it.
 
 pub mod bitset;
+pub mod cpu_pools;
 pub mod distance;
 pub mod error;
 pub mod fault;

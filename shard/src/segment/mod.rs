@@ -101,7 +101,7 @@ impl SegmentIndex {
     }
 
     /// Link the rows published but unlinked when called, `chunk` rows at a time, in parallel
-    /// on the current rayon pool. Returns the number of rows linked. Rows published meanwhile
+    /// on the indexing pool. Returns the number of rows linked. Rows published meanwhile
     /// wait for the next call, so a steady stream of writes cannot keep one call going (and
     /// its caller from its other work). Only one thread may index a segment at a time (the
     /// replica's background job). Stops between chunks once `stop` is set (the rest is
@@ -110,8 +110,13 @@ impl SegmentIndex {
         self.index_some(chunk, usize::MAX, stop)
     }
 
-    /// Like [`SegmentIndex::index_pending`], but link at most `max_rows` rows.
+    /// Like [`SegmentIndex::index_pending`], but link at most `max_rows` rows. The work
+    /// runs on the indexing pool ([`crate::cpu_pools`]), below searches in priority.
     pub fn index_some(&self, chunk: usize, max_rows: usize, stop: &AtomicBool) -> usize {
+        crate::cpu_pools::run_indexing(|| self.link_some(chunk, max_rows, stop))
+    }
+
+    fn link_some(&self, chunk: usize, max_rows: usize, stop: &AtomicBool) -> usize {
         use rayon::prelude::*;
         let target = self.len().min(self.indexed().saturating_add(max_rows));
         let mut linked = 0;
