@@ -6,7 +6,8 @@
 //! clients meanwhile see only retryable errors; coordinators join and leave through
 //! AddCoordinator and RemoveCoordinator; schema growth through two coordinators at once keeps
 //! every column; a coordinator that lags the leader (just restarted) catches up before it
-//! answers NOT_FOUND.
+//! answers NOT_FOUND; a coordinator of another group that binds a dead member's address
+//! takes no part in the group whose messages reach it.
 
 mod common;
 
@@ -220,6 +221,69 @@ fn killing_the_leader_loses_no_acknowledged_catalog_change() {
             .await
             .expect("list");
         assert_eq!(names.into_iter().collect::<BTreeSet<_>>(), live);
+    });
+}
+
+#[test]
+fn a_coordinator_of_another_group_at_a_dead_members_address_takes_no_part_in_that_group() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    runtime().block_on(async {
+        let (mut group, _nodes) = cluster(tmp.path(), 1).await;
+        let leader = wait_leader(&group, 3).await;
+        let mut c = group[0].client().await;
+        for n in 0..3 {
+            action(
+                &mut c,
+                "CreateNamespace",
+                json!({"name": format!("ours-{n}")}),
+            )
+            .await
+            .expect("create");
+        }
+        // The leader dies; a one-coordinator group with the same Raft id takes its address.
+        let at = group.iter().position(|m| m.id == leader).expect("leader");
+        group[at].kill9();
+        let internal = group[at].internal.clone();
+        let mut stranger = start_alone_at(&tmp.path().join("stranger"), leader, &internal);
+        // The survivors elect a leader (their appends and votes reach the stranger) and take
+        // changes; bounded: a few election rounds.
+        let survivors: Vec<usize> = (0..3).filter(|i| *i != at).collect();
+        let mut c = group[survivors[0]].client().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match action(&mut c, "CreateNamespace", json!({"name": "ours-3"})).await {
+                Ok(_) => break,
+                Err(e) if e.code() == tonic::Code::AlreadyExists => break,
+                Err(e) => {
+                    assert!(retryable(&e), "{e}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "the survivors never took a change: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ours: Vec<String> = (0..4).map(|n| format!("ours-{n}")).collect();
+        for i in &survivors {
+            let names = namespace_names(&mut group[*i].linearizable_client().await)
+                .await
+                .expect("list");
+            assert_eq!(names, ours, "coordinator {}", group[*i].id);
+        }
+        // The stranger's catalog is still its own: empty, and a group of one.
+        let names = namespace_names(&mut stranger.linearizable_client().await)
+            .await
+            .expect("the stranger still answers for its own group");
+        assert!(
+            names.is_empty(),
+            "the stranger took the group's catalog: {names:?}"
+        );
+        let status = status_of(&stranger).await.expect("cluster-status");
+        let members = status["coordinators"].as_array().map_or(0, |m| m.len());
+        assert_eq!(members, 1, "the stranger's group: {status}");
+        stranger.kill9();
     });
 }
 

@@ -36,13 +36,6 @@ impl Reaper {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A coordinator on a fixed internal port (so shard nodes find it again after a restart):
 /// the child, its data URI and its HTTP address.
 fn coordinator_on(dir: &Path, internal: u16) -> (Child, String, String) {

@@ -37,6 +37,10 @@ pub enum CoordinatorError {
     /// The coordinator's disk is full: the change was refused before it reached the store.
     #[error("{0}")]
     DiskFull(String),
+    /// A Raft message reached a coordinator it was not meant for (another group, or another
+    /// member now at the address).
+    #[error("{0}")]
+    ForeignGroup(String),
     /// Too much in flight; retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
@@ -94,6 +98,7 @@ impl ErrorExt for CoordinatorError {
                 StatusCode::ResourceExhausted
             }
             CoordinatorError::Deadline(_) => StatusCode::DeadlineExceeded,
+            CoordinatorError::ForeignGroup(_) => StatusCode::Unavailable,
             CoordinatorError::Shard { status, .. } => match status.code() {
                 // A transport failure (connection refused, reset) reaches us as Unknown.
                 tonic::Code::Unknown => StatusCode::Unavailable,
@@ -117,6 +122,7 @@ impl ErrorExt for CoordinatorError {
             CoordinatorError::IdentityInUse(_) => "node_identity_in_use",
             CoordinatorError::Overloaded(_) => "overloaded",
             CoordinatorError::DiskFull(_) => "disk_full",
+            CoordinatorError::ForeignGroup(_) => "foreign_raft_group",
             CoordinatorError::Deadline(_) => "deadline_exceeded",
             CoordinatorError::PartialWrite { .. } => "partial_write",
             CoordinatorError::Shard { status, .. } => match self.status_code() {

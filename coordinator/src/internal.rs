@@ -21,6 +21,7 @@ use crate::node::Coordinator;
 use crate::raft::forward::{
     LeaderReply, MembershipChange, ACTION_MEMBERSHIP, ACTION_READ_INDEX, ACTION_WRITE,
 };
+use crate::raft::identity::{Envelope, Sent};
 use crate::raft::network::{ACTION_APPEND, ACTION_SNAPSHOT, ACTION_VOTE};
 
 pub(crate) use longbow_common::flight::BoxStream;
@@ -44,6 +45,22 @@ impl InternalService {
             .max_encoding_message_size(64 << 20)
     }
 
+    /// The Raft request in `body` if it is for this coordinator of this group (outer error:
+    /// the body does not parse).
+    fn admit<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &[u8],
+        sent: Sent,
+    ) -> Result<Result<T, Status>, serde_json::Error> {
+        let env: Envelope<T> = serde_json::from_slice(body)?;
+        Ok(self
+            .coord
+            .group
+            .identity
+            .admit(env, sent)
+            .map_err(|e| e.to_status()))
+    }
+
     async fn handle(&self, action: Action) -> Result<Vec<u8>, Status> {
         let body = action.body.as_ref();
         let bad = |e: serde_json::Error| {
@@ -53,28 +70,29 @@ impl InternalService {
         let raft = &self.coord.group.raft;
         match action.r#type.as_str() {
             ACTION_APPEND => {
-                let req = serde_json::from_slice(body).map_err(bad)?;
+                let req = self.admit(body, Sent::ByLeader).map_err(bad)??;
                 json(&raft.append_entries(req).await)
             }
             ACTION_VOTE => {
-                let req = serde_json::from_slice(body).map_err(bad)?;
+                let req = self.admit(body, Sent::ByPeer).map_err(bad)??;
                 json(&raft.vote(req).await)
             }
             ACTION_SNAPSHOT => {
-                let req = serde_json::from_slice(body).map_err(bad)?;
+                let req = self.admit(body, Sent::ByLeader).map_err(bad)??;
                 json(&raft.install_snapshot(req).await)
             }
             ACTION_WRITE => {
-                let cmd: CatalogCommand = serde_json::from_slice(body).map_err(bad)?;
+                let cmd: CatalogCommand = self.admit(body, Sent::ByPeer).map_err(bad)??;
                 let done = self.coord.group.propose_here(&cmd).await;
                 json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
             }
             ACTION_READ_INDEX => {
+                let () = self.admit(body, Sent::ByPeer).map_err(bad)??;
                 let done = self.coord.group.read_index_here().await;
                 json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
             }
             ACTION_MEMBERSHIP => {
-                let change: MembershipChange = serde_json::from_slice(body).map_err(bad)?;
+                let change: MembershipChange = self.admit(body, Sent::ByPeer).map_err(bad)??;
                 let timeout = self.coord.config.request_timeout;
                 let done = self.coord.group.change_members_here(&change, timeout).await;
                 json(&LeaderReply::from(done.map_err(|e| e.to_status())?))

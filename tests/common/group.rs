@@ -2,7 +2,6 @@
 //! with `--peers` (or `--join`) on free loopback ports, who leads, and reading the catalog
 //! through any one of them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,14 +70,6 @@ impl Member {
     }
 }
 
-/// A free loopback port (bound and released: the coordinator binds it right after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `n` coordinators forming one group with `--peers`, under `dir`, each with `extra` flags;
 /// all started.
 pub fn start_group(dir: &Path, n: u64, extra: &[&str]) -> Vec<Member> {
@@ -122,6 +113,21 @@ pub fn start_joining(dir: &Path, id: u64) -> Member {
         proc: None,
         dir: dir.join(format!("coordinator-{id}")),
         extra: vec!["--join".to_string()],
+    };
+    m.start();
+    m
+}
+
+/// A coordinator that forms a group of its own, as Raft id `id` at internal address
+/// `internal` (typically a dead member's, to see what it makes of that group's messages).
+pub fn start_alone_at(dir: &Path, id: u64, internal: &str) -> Member {
+    let mut m = Member {
+        id,
+        internal: internal.to_string(),
+        data: String::new(),
+        proc: None,
+        dir: dir.to_path_buf(),
+        extra: Vec::new(),
     };
     m.start();
     m

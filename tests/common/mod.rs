@@ -114,6 +114,29 @@ impl Drop for Local {
     }
 }
 
+/// A loopback port to give a server we start, free now. It is picked below the kernel's
+/// ephemeral range (32768 and up), so no outgoing connection takes it while a process we
+/// killed is down, and never handed out twice by this test process, so no other test's
+/// server binds the port a killed one comes back to (Raft peers keep calling that address).
+pub fn free_port() -> u16 {
+    use std::collections::BTreeSet;
+    use std::hash::BuildHasher;
+    use std::sync::Mutex;
+    const LOW: u16 = 12_000;
+    const SPAN: u16 = 20_000;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let start = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    for step in 0..SPAN as u64 {
+        let port = LOW + ((start + step) % SPAN as u64) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+}
+
 /// The word after `key ` in a ready line (`... data 127.0.0.1:4711 ...`).
 pub fn word(line: &str, key: &str) -> String {
     line.split(&format!("{key} "))

@@ -5,7 +5,9 @@
 //! The follower learns who leads from openraft's `ForwardToLeader`, never from a message
 //! string. A leader that has lost its leadership by the time the call arrives answers
 //! [`LeaderReply::NotLeader`], and the follower asks again once a new leader is known. This
-//! module only carries requests; it never decides anything about the catalog.
+//! module only carries requests; it never decides anything about the catalog. Each request
+//! travels in an [`Envelope`] naming the group and the leader it is for: an address that now
+//! belongs to another coordinator refuses it instead of answering for the wrong catalog.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use longbow_common::channels::Channels;
 use serde::{Deserialize, Serialize};
 
+use super::identity::{Envelope, GroupIdentity};
 use crate::catalog::{CatalogCommand, CatalogResponse};
 
 /// Propose a catalog change at the leader.
@@ -65,28 +68,44 @@ fn channels() -> &'static Channels {
     CHANNELS.get_or_init(Channels::default)
 }
 
-/// Send `command` (already keyed, so a retry cannot apply it twice) to the leader at `addr`.
-pub async fn write(addr: &str, command: &CatalogCommand) -> Result<WriteReply, tonic::Status> {
+/// The leader a request is for: its Raft id and internal address, and who asks.
+pub struct To<'a> {
+    /// The asking coordinator's group.
+    pub identity: &'a GroupIdentity,
+    /// The leader's Raft id.
+    pub id: u64,
+    /// The leader's internal address.
+    pub addr: &'a str,
+}
+
+impl To<'_> {
+    fn envelope<'b, T>(&self, body: &'b T) -> Envelope<&'b T> {
+        self.identity.envelope(self.id, body)
+    }
+}
+
+/// Send `command` (already keyed, so a retry cannot apply it twice) to the leader.
+pub async fn write(to: To<'_>, command: &CatalogCommand) -> Result<WriteReply, tonic::Status> {
     channels()
-        .action(addr, ACTION_WRITE, command, CALL_TIMEOUT)
+        .action(to.addr, ACTION_WRITE, &to.envelope(command), CALL_TIMEOUT)
         .await
 }
 
-/// Ask the leader at `addr` for a read index.
-pub async fn read_index(addr: &str) -> Result<LeaderReply<()>, tonic::Status> {
+/// Ask the leader for a read index.
+pub async fn read_index(to: To<'_>) -> Result<LeaderReply<()>, tonic::Status> {
     channels()
-        .action(addr, ACTION_READ_INDEX, &(), CALL_TIMEOUT)
+        .action(to.addr, ACTION_READ_INDEX, &to.envelope(&()), CALL_TIMEOUT)
         .await
 }
 
-/// Ask the leader at `addr` to change the coordinator group; `timeout` bounds a new
-/// coordinator's catch-up.
+/// Ask the leader to change the coordinator group; `timeout` bounds a new coordinator's
+/// catch-up.
 pub async fn membership(
-    addr: &str,
+    to: To<'_>,
     change: &MembershipChange,
     timeout: Duration,
 ) -> Result<LeaderReply<()>, tonic::Status> {
     channels()
-        .action(addr, ACTION_MEMBERSHIP, change, timeout)
+        .action(to.addr, ACTION_MEMBERSHIP, &to.envelope(change), timeout)
         .await
 }

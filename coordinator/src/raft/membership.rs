@@ -158,7 +158,9 @@ impl CatalogGroup {
             "coordinator membership change",
             timeout,
             || self.change_members_here(change, timeout),
-            |addr| async move { super::forward::membership(&addr, change, timeout).await },
+            |id, addr| async move {
+                super::forward::membership(self.to(id, &addr), change, timeout).await
+            },
         )
         .await
     }

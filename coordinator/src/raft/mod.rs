@@ -10,6 +10,7 @@
 
 pub mod disk;
 pub mod forward;
+pub mod identity;
 pub mod membership;
 pub mod network;
 pub mod store;
@@ -55,6 +56,8 @@ pub struct CatalogGroup {
     pub catalog: Arc<RwLock<Catalog>>,
     /// This coordinator's Raft id.
     pub id: u64,
+    /// The group this coordinator belongs to: every Raft RPC is checked against it.
+    pub identity: Arc<identity::GroupIdentity>,
     /// Refuses growth of the catalog on a full disk, keeps deletes writable.
     disk: Arc<disk::DiskGuard>,
     /// Numbers this process's proposals and knows which are still waiting for an answer.
@@ -159,6 +162,7 @@ impl CatalogGroup {
         formation: &Formation,
     ) -> Result<CatalogGroup> {
         let (log_store, state_machine) = store::open(dir)?;
+        let identity = Arc::new(identity::GroupIdentity::open(id, dir)?);
         let catalog = state_machine.catalog();
         let config = Config {
             cluster_name: "longbow-catalog".into(),
@@ -174,9 +178,15 @@ impl CatalogGroup {
                 .validate()
                 .map_err(|e| CoordinatorError::Storage(e.to_string()))?,
         );
-        let raft = Raft::new(id, config, network::Network, log_store, state_machine)
-            .await
-            .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            id,
+            config,
+            network::Network::new(identity.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| CoordinatorError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -187,6 +197,12 @@ impl CatalogGroup {
             Formation::Peers(peers) => Some(peers.clone()),
             Formation::Join => None,
         };
+        match formation {
+            _ if initialized => {}
+            Formation::Alone => identity.form_alone(internal_addr)?,
+            Formation::Peers(peers) => identity.form_with_peers(peers)?,
+            Formation::Join => {}
+        }
         if let Some(members) = members {
             let members: BTreeMap<u64, BasicNode> = members
                 .into_iter()
@@ -203,6 +219,7 @@ impl CatalogGroup {
             raft,
             catalog,
             id,
+            identity,
             disk: Arc::new(disk::DiskGuard::new(dir)),
             proposals: Arc::new(Proposals::default()),
             origin: format!("{id}:{}", crate::snapshots::now_ms()),
@@ -226,7 +243,7 @@ impl CatalogGroup {
             "catalog change",
             LEADER_WAIT,
             || self.propose_here(keyed),
-            |addr| async move { forward::write(&addr, keyed).await },
+            |id, addr| async move { forward::write(self.to(id, &addr), keyed).await },
         )
         .await
     }
@@ -252,7 +269,7 @@ impl CatalogGroup {
             "linearizable read",
             LEADER_WAIT,
             || self.read_index_here(),
-            |addr| async move { forward::read_index(&addr).await },
+            |id, addr| async move { forward::read_index(self.to(id, &addr)).await },
         )
         .await
     }
@@ -276,6 +293,15 @@ impl CatalogGroup {
     /// at the leader openraft names (`there`), trying again until `timeout` through leader
     /// changes and lost answers; then wait until this coordinator has applied the log up to
     /// the answer.
+    /// The leader `id` at `addr`, as this coordinator addresses it.
+    fn to<'a>(&'a self, id: u64, addr: &'a str) -> forward::To<'a> {
+        forward::To {
+            identity: &self.identity,
+            id,
+            addr,
+        }
+    }
+
     async fn at_leader<T, H, HF, F, FF>(
         &self,
         what: &str,
@@ -286,7 +312,7 @@ impl CatalogGroup {
     where
         H: Fn() -> HF,
         HF: Future<Output = Result<Attempt<T>>>,
-        F: Fn(String) -> FF,
+        F: Fn(u64, String) -> FF,
         FF: Future<Output = std::result::Result<LeaderReply<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + timeout;
@@ -294,7 +320,7 @@ impl CatalogGroup {
         let mut last = String::from("no leader is known");
         loop {
             let reply = match target.take() {
-                Some((id, addr)) if id != self.id => match there(addr.clone()).await {
+                Some((id, addr)) if id != self.id => match there(id, addr.clone()).await {
                     Ok(reply) => reply,
                     Err(s) if worth_retrying(&s) => {
                         last = format!("leader {id} at {addr}: {}", s.message());

@@ -1,5 +1,6 @@
 //! Raft RPCs between coordinators, carried as Flight `DoAction` calls on the internal port
-//! (`raft.append`, `raft.vote`, `raft.snapshot`) with JSON bodies. The serving side is in
+//! (`raft.append`, `raft.vote`, `raft.snapshot`) with JSON bodies, each in an
+//! [`super::identity::Envelope`] naming the group and the coordinator it is for. The serving side is in
 //! [`crate::internal`].
 
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -17,6 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use std::sync::Arc;
+
+use super::identity::GroupIdentity;
 use super::TypeConfig;
 
 /// Action names of the Raft RPCs.
@@ -27,11 +31,21 @@ pub const ACTION_VOTE: &str = "raft.vote";
 pub const ACTION_SNAPSHOT: &str = "raft.snapshot";
 
 /// Creates connections to peer coordinators.
-#[derive(Debug, Default, Clone)]
-pub struct Network;
+#[derive(Debug, Clone)]
+pub struct Network {
+    identity: Arc<GroupIdentity>,
+}
+
+impl Network {
+    /// Connections whose messages carry `identity`.
+    pub fn new(identity: Arc<GroupIdentity>) -> Self {
+        Network { identity }
+    }
+}
 
 /// A connection to one peer.
 pub struct Connection {
+    identity: Arc<GroupIdentity>,
     target: u64,
     addr: String,
     client: Option<FlightServiceClient<Channel>>,
@@ -42,6 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
         Connection {
+            identity: self.identity.clone(),
             target,
             addr: node.addr.clone(),
             client: None,
@@ -67,7 +82,8 @@ impl Connection {
                 self.client.insert(FlightServiceClient::new(ch))
             }
         };
-        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = serde_json::to_vec(&self.identity.envelope(self.target, req))
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut stream = client
             .do_action(Action::new(action, body))
             .await

@@ -3,8 +3,10 @@
 //! Longbow ports on each one's own network-namespace address), so that a coordinator killed
 //! and started again is where the group, the shard nodes and the clients expect it.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::TcpListener;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
@@ -30,12 +32,24 @@ pub(super) struct Planned {
     pub args: Vec<OsString>,
 }
 
-/// A free loopback port: bound and released (the coordinator binds it right after).
+/// A loopback port free now, for a coordinator that binds it right after and again after a
+/// restart: below the kernel's ephemeral range (32768 and up), so no outgoing connection
+/// takes it while the coordinator is down, and never handed out twice by this process.
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("finding a free port")?
-        .port())
+    use std::hash::BuildHasher;
+    const LOW: u16 = 12_000;
+    const SPAN: u16 = 20_000;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let start = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    (0..SPAN as u64)
+        .map(|step| LOW + ((start + step) % SPAN as u64) as u16)
+        .find(|port| !given.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .map(|port| {
+            given.insert(port);
+            port
+        })
+        .context("no free loopback port for a coordinator")
 }
 
 /// The coordinators `spec` asks for, with their arguments.
