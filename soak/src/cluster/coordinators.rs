@@ -45,9 +45,8 @@ fn free_port() -> Result<u16> {
     (0..SPAN as u64)
         .map(|step| LOW + ((start + step) % SPAN as u64) as u16)
         .find(|port| !given.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .map(|port| {
-            given.insert(port);
-            port
+        .inspect(|port| {
+            given.insert(*port);
         })
         .context("no free loopback port for a coordinator")
 }
