@@ -45,20 +45,20 @@ impl InternalService {
             .max_encoding_message_size(64 << 20)
     }
 
-    /// The Raft request in `body` if it is for this coordinator of this group (outer error:
-    /// the body does not parse).
+    /// The Raft request in `action`'s body if it is for this coordinator of this group.
     fn admit<T: serde::de::DeserializeOwned>(
         &self,
-        body: &[u8],
+        action: &Action,
         sent: Sent,
-    ) -> Result<Result<T, Status>, serde_json::Error> {
-        let env: Envelope<T> = serde_json::from_slice(body)?;
-        Ok(self
-            .coord
+    ) -> Result<T, Status> {
+        let env: Envelope<T> = serde_json::from_slice(&action.body).map_err(|e| {
+            Status::invalid_argument(format!("invalid {} body: {e}", action.r#type))
+        })?;
+        self.coord
             .group
             .identity
             .admit(env, sent)
-            .map_err(|e| e.to_status()))
+            .map_err(|e| e.to_status())
     }
 
     async fn handle(&self, action: Action) -> Result<Vec<u8>, Status> {
@@ -70,29 +70,29 @@ impl InternalService {
         let raft = &self.coord.group.raft;
         match action.r#type.as_str() {
             ACTION_APPEND => {
-                let req = self.admit(body, Sent::ByLeader).map_err(bad)??;
+                let req = self.admit(&action, Sent::ByLeader)?;
                 json(&raft.append_entries(req).await)
             }
             ACTION_VOTE => {
-                let req = self.admit(body, Sent::ByPeer).map_err(bad)??;
+                let req = self.admit(&action, Sent::ByPeer)?;
                 json(&raft.vote(req).await)
             }
             ACTION_SNAPSHOT => {
-                let req = self.admit(body, Sent::ByLeader).map_err(bad)??;
+                let req = self.admit(&action, Sent::ByLeader)?;
                 json(&raft.install_snapshot(req).await)
             }
             ACTION_WRITE => {
-                let cmd: CatalogCommand = self.admit(body, Sent::ByPeer).map_err(bad)??;
+                let cmd: CatalogCommand = self.admit(&action, Sent::ByPeer)?;
                 let done = self.coord.group.propose_here(&cmd).await;
                 json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
             }
             ACTION_READ_INDEX => {
-                let () = self.admit(body, Sent::ByPeer).map_err(bad)??;
+                let () = self.admit(&action, Sent::ByPeer)?;
                 let done = self.coord.group.read_index_here().await;
                 json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
             }
             ACTION_MEMBERSHIP => {
-                let change: MembershipChange = self.admit(body, Sent::ByPeer).map_err(bad)??;
+                let change: MembershipChange = self.admit(&action, Sent::ByPeer)?;
                 let timeout = self.coord.config.request_timeout;
                 let done = self.coord.group.change_members_here(&change, timeout).await;
                 json(&LeaderReply::from(done.map_err(|e| e.to_status())?))
